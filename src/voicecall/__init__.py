@@ -1,0 +1,7 @@
+"""voicecall: give an AI agent a telephone."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

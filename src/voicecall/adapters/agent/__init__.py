@@ -1,0 +1,1 @@
+"""Responders: the agent that answers inbound callers."""

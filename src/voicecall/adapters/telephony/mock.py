@@ -1,0 +1,465 @@
+"""The offline ``mock`` carrier: a stateful simulated telephone network, no account needed.
+
+It behaves like a carrier seen from outside: calls it places ring, are answered (or end busy,
+unanswered, in voicemail, failed) after ``mock.answerDelayMs``; what the bot says is "heard"
+and recorded; when the bot listens, the simulated callee replies with the next line of
+``mock.replies`` and hangs up when it has nothing left to say. Its own record of calls lives in
+a small JSON file beside the call store, so - like a real carrier - it outlives a gateway
+restart and can be asked about a call afterwards.
+
+Its webhook takes unsigned normalised events (``{"event": {...}}`` or ``{"events": [...]}``):
+it exists for offline use, and the listener warns when it is served on a non-loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from voicecall.domain.call import Call, CallDirection, CallState
+from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
+from voicecall.domain.events import (
+    CallActive,
+    CallAnswered,
+    CallDtmf,
+    CallEnded,
+    CallErrored,
+    CallEvent,
+    CallInitiated,
+    CallRinging,
+    CallSilence,
+    CallSpeaking,
+    CallSpeech,
+)
+from voicecall.domain.policy import is_e164
+from voicecall.domain.ports import (
+    CarrierStatus,
+    CarrierStatusKind,
+    Clock,
+    DialRequest,
+    DialResult,
+    EventSink,
+)
+from voicecall.domain.webhook import WebhookRequest, WebhookResponse
+
+__all__ = ["MockSettings", "MockTelephony", "parse_normalised_event"]
+
+log = logging.getLogger(__name__)
+
+_OUTCOME_END_STATE = {
+    "busy": CallState.BUSY,
+    "no-answer": CallState.NO_ANSWER,
+    "voicemail": CallState.VOICEMAIL,
+    "fail": CallState.FAILED,
+}
+
+
+@attrs.frozen
+class MockSettings:
+    answer_delay_ms: int = 300
+    outcome: str = "answer"
+    replies: tuple[str, ...] = (
+        "Hi, this is the simulated callee.",
+        "Sounds good to me.",
+        "Thanks, goodbye!",
+    )
+
+
+@attrs.define
+class _SimCall:
+    provider_call_id: str
+    call_id: str | None
+    direction: str
+    from_number: str | None
+    to_number: str | None
+    status: str = "ringing"  # ringing | live | ended
+    end_state: str | None = None
+    heard: list[str] = attrs.Factory(list)
+    replies_used: int = 0
+    reply_pending: bool = False
+    hangups: int = 0
+    rejected: int = 0
+
+
+class MockTelephony:
+    """The offline carrier. Also exposes what it "heard" and dialled, for tests and demos.
+
+    Args:
+        settings: ``mock.*`` from the config.
+        clock: timers for the simulated callee.
+        state_path: where the simulated network keeps its calls; None keeps them in memory.
+    """
+
+    name = "mock"
+
+    def __init__(self, settings: MockSettings, clock: Clock, state_path: Path | None = None):
+        self.settings = settings
+        self.clock = clock
+        self.state_path = state_path
+        self.unavailable = False  # a simulated carrier outage: REST fails, status is unknown
+        self.dials: list[dict[str, Any]] = []
+        self._calls: dict[str, _SimCall] = {}
+        self._sink: EventSink | None = None
+        self._timers: list[Any] = []
+        self._save_lock = asyncio.Lock()
+        self._load()
+
+    # ------------------------------------------------------------------ port
+
+    def bind(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self._check_up()
+        if not is_e164(request.to_number):
+            raise CarrierRejected(f"mock carrier: {request.to_number!r} is not a valid number")
+        provider_call_id = f"mock-{uuid.uuid4().hex[:16]}"
+        sim = _SimCall(
+            provider_call_id=provider_call_id,
+            call_id=request.call_id,
+            direction="outbound",
+            from_number=request.from_number,
+            to_number=request.to_number,
+        )
+        self._calls[provider_call_id] = sim
+        self.dials.append(
+            {"providerCallId": provider_call_id, "callId": request.call_id, "to": request.to_number}
+        )
+        await self._save()
+        for kind, suffix in ((CallInitiated, "initiated"), (CallRinging, "ringing")):
+            event = kind(
+                call_id=request.call_id,
+                provider_call_id=provider_call_id,
+                dedupe_key=f"{provider_call_id}:{suffix}",
+            )
+            self._later(0.0, event)
+        delay = self.settings.answer_delay_ms / 1000
+        outcome = self.settings.outcome
+        if outcome == "answer":
+            self.clock.schedule(delay, lambda: self._pick_up(sim))
+        else:
+            end_state = _OUTCOME_END_STATE[outcome]
+            self.clock.schedule(delay, lambda: self._end_by_network(sim, end_state))
+        return DialResult(provider_call_id=provider_call_id)
+
+    async def answer(self, call: Call) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status == "ended":
+            raise CarrierRejected("mock carrier: the caller has already hung up")
+        await self._pick_up(sim)
+
+    async def reject(self, call: Call) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "ended":
+            sim.rejected += 1
+            sim.status = "ended"
+            sim.end_state = CallState.HANGUP_BOT.value
+            await self._save()
+
+    async def speak(self, call: Call, text: str, voice: str | None) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "live":
+            raise CarrierRejected("mock carrier: the call is not connected")
+        sim.heard.append(text)
+        await self._save()
+
+    async def listen(self, call: Call) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "live" or sim.reply_pending:
+            return
+        sim.reply_pending = True
+        self.clock.schedule(self._reply_delay(), lambda: self._callee_turn(sim))
+
+    async def hangup(self, call: Call) -> None:
+        self._check_up()
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None or sim.status == "ended":
+            return  # already over: hanging up again is success
+        sim.hangups += 1
+        sim.status = "ended"
+        sim.end_state = CallState.HANGUP_BOT.value
+        await self._save()
+        self._later(
+            0.0,
+            CallEnded(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                reason=CallState.HANGUP_BOT,
+                dedupe_key=f"{sim.provider_call_id}:ended",
+            ),
+        )
+
+    async def status(self, call: Call) -> CarrierStatus:
+        if self.unavailable:
+            return CarrierStatus(CarrierStatusKind.UNKNOWN, detail="mock carrier unavailable")
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None:
+            return CarrierStatus(CarrierStatusKind.UNKNOWN, detail="the mock carrier has no record")
+        if sim.status == "ended":
+            end = CallState(sim.end_state) if sim.end_state else CallState.COMPLETED
+            return CarrierStatus(CarrierStatusKind.ENDED, end_state=end)
+        return CarrierStatus(CarrierStatusKind.LIVE)
+
+    async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
+        try:
+            payload = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CallerError(f"the body is not JSON: {err}") from None
+        if isinstance(payload, dict) and "event" in payload and "events" not in payload:
+            raw_events = [payload["event"]]
+        elif isinstance(payload, dict) and isinstance(payload.get("events"), list):
+            raw_events = payload["events"]
+        else:
+            raise CallerError('expected {"event": {...}} or {"events": [...]}')
+        events = [parse_normalised_event(raw, index) for index, raw in enumerate(raw_events)]
+        for event in events:
+            if isinstance(event, CallInitiated) and event.direction is CallDirection.INBOUND:
+                self._register_inbound(event)
+        return events
+
+    def webhook_response(self, request: WebhookRequest, calls: Sequence[Call]) -> WebhookResponse:
+        body = json.dumps({"ok": True, "callIds": [call.call_id for call in calls]})
+        return WebhookResponse(200, body.encode(), "application/json")
+
+    async def aclose(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    # ------------------------------------------------------------------ simulation
+
+    def simulate_inbound(self, from_number: str | None, to_number: str | None) -> CallInitiated:
+        """A caller rings us; returns the carrier's ``call.initiated`` to apply."""
+        self._check_up()
+        provider_call_id = f"mock-in-{uuid.uuid4().hex[:16]}"
+        event = CallInitiated(
+            provider_call_id=provider_call_id,
+            direction=CallDirection.INBOUND,
+            from_number=from_number,
+            to_number=to_number,
+            dedupe_key=f"{provider_call_id}:initiated",
+        )
+        self._register_inbound(event)
+        return event
+
+    def heard(self, provider_call_id: str) -> list[str]:
+        """What the callee heard on a call, in order."""
+        sim = self._calls.get(provider_call_id)
+        return list(sim.heard) if sim else []
+
+    def counters(self, provider_call_id: str) -> dict[str, int]:
+        sim = self._calls.get(provider_call_id)
+        return {"hangups": sim.hangups, "rejected": sim.rejected} if sim else {}
+
+    def _register_inbound(self, event: CallInitiated) -> None:
+        pid = event.provider_call_id or ""
+        if pid and pid not in self._calls:
+            self._calls[pid] = _SimCall(
+                provider_call_id=pid,
+                call_id=None,
+                direction="inbound",
+                from_number=event.from_number,
+                to_number=event.to_number,
+            )
+
+    async def _pick_up(self, sim: _SimCall) -> None:
+        if sim.status != "ringing":
+            return
+        sim.status = "live"
+        await self._save()
+        # Delivered on a later tick, as a carrier's webhook would be: the service may be
+        # holding the call's lock while it asks us to answer.
+        self._later(
+            0.0,
+            CallAnswered(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                dedupe_key=f"{sim.provider_call_id}:answered",
+            ),
+        )
+
+    async def _end_by_network(self, sim: _SimCall, end_state: CallState) -> None:
+        if sim.status == "ended":
+            return
+        sim.status = "ended"
+        sim.end_state = end_state.value
+        await self._save()
+        await self._emit(
+            CallEnded(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                reason=end_state,
+                dedupe_key=f"{sim.provider_call_id}:ended",
+            )
+        )
+
+    async def _callee_turn(self, sim: _SimCall) -> None:
+        sim.reply_pending = False
+        if sim.status != "live":
+            return
+        if sim.replies_used >= len(self.settings.replies):
+            await self._end_by_network(sim, CallState.HANGUP_USER)
+            return
+        text = self.settings.replies[sim.replies_used]
+        sim.replies_used += 1
+        await self._save()
+        await self._emit(
+            CallSpeech(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                transcript=text,
+                is_final=True,
+                confidence=0.99,
+                dedupe_key=f"{sim.provider_call_id}:speech:{sim.replies_used}",
+            )
+        )
+
+    def _reply_delay(self) -> float:
+        return max(self.settings.answer_delay_ms, 50) / 1000
+
+    def _later(self, delay_s: float, event: CallEvent) -> None:
+        self._timers.append(self.clock.schedule(delay_s, lambda: self._emit(event)))
+        if len(self._timers) > 256:
+            self._timers = self._timers[-256:]
+
+    async def _emit(self, event: CallEvent) -> None:
+        if self._sink is None:
+            return
+        try:
+            await self._sink([event])
+        except Exception:
+            log.exception("mock carrier: delivering %s failed", event.type)
+
+    def _known(self, call: Call) -> _SimCall:
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None:
+            raise CarrierRejected(f"mock carrier: no call {call.provider_call_id!r}")
+        if sim.call_id is None:
+            sim.call_id = call.call_id
+        return sim
+
+    def _check_up(self) -> None:
+        if self.unavailable:
+            raise TransientError("mock carrier unavailable (simulated outage)")
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            data = json.loads(self.state_path.read_text())
+            self.dials = list(data.get("dials", []))
+            for raw in data.get("calls", []):
+                sim = _SimCall(**raw)
+                sim.reply_pending = False
+                self._calls[sim.provider_call_id] = sim
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("mock carrier: ignoring unreadable state file %s: %s", self.state_path, err)
+
+    async def _save(self) -> None:
+        if self.state_path is None:
+            return
+        calls = list(self._calls.values())
+        live = [c for c in calls if c.status != "ended"]
+        ended = [c for c in calls if c.status == "ended"][-500:]
+        snapshot = {
+            "dials": self.dials[-1000:],
+            "calls": [attrs.asdict(c) for c in ended + live],
+        }
+        async with self._save_lock:
+            await asyncio.to_thread(_write_atomically, self.state_path, json.dumps(snapshot))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_EVENT_TYPES: dict[str, type[CallEvent]] = {
+    cls.type: cls
+    for cls in (
+        CallInitiated,
+        CallRinging,
+        CallAnswered,
+        CallActive,
+        CallSpeaking,
+        CallSpeech,
+        CallSilence,
+        CallDtmf,
+        CallEnded,
+        CallErrored,
+    )
+}
+
+_FIELDS: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    "callId": ("call_id", str),
+    "providerCallId": ("provider_call_id", str),
+    "dedupeKey": ("dedupe_key", str),
+    "from": ("from_number", str),
+    "to": ("to_number", str),
+    "text": ("text", str),
+    "transcript": ("transcript", str),
+    "isFinal": ("is_final", bool),
+    "confidence": ("confidence", (int, float)),
+    "durationMs": ("duration_ms", int),
+    "digits": ("digits", str),
+    "detail": ("detail", str),
+    "error": ("error", str),
+    "retryable": ("retryable", bool),
+}
+
+
+def parse_normalised_event(raw: Any, index: int = 0) -> CallEvent:
+    """One normalised event from JSON; ``CallerError`` naming the bad field otherwise."""
+    where = f"events[{index}]"
+    if not isinstance(raw, dict):
+        raise CallerError(f"{where}: expected an object")
+    kind = raw.get("type")
+    cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise CallerError(f"{where}.type: expected one of {', '.join(sorted(_EVENT_TYPES))}")
+    allowed = {field.name for field in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "type":
+            continue
+        if key == "direction" and cls is CallInitiated:
+            try:
+                kwargs["direction"] = CallDirection(value)
+            except ValueError:
+                raise CallerError(f"{where}.direction: expected inbound or outbound") from None
+            continue
+        if key == "reason" and cls is CallEnded:
+            try:
+                reason = CallState(value)
+            except ValueError:
+                reason = None
+            if reason is None or not reason.is_terminal:
+                raise CallerError(f"{where}.reason: expected a terminal call state") from None
+            kwargs["reason"] = reason
+            continue
+        spec = _FIELDS.get(key)
+        if spec is None or spec[0] not in allowed:
+            raise CallerError(f"{where}.{key}: not a field of {kind}")
+        name, expected = spec
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise CallerError(f"{where}.{key}: wrong type")
+        kwargs[name] = value
+    if not kwargs.get("call_id") and not kwargs.get("provider_call_id"):
+        raise CallerError(f"{where}: needs callId or providerCallId")
+    return cls(**kwargs)

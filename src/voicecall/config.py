@@ -1,0 +1,844 @@
+"""Settings: the OpenClaw-shaped JSON5 file, structured into frozen attrs classes (SPEC §2).
+
+The file is shared with OpenClaw, so only our sections are read and checked:
+``plugins.entries.voice-call``, ``messages.tts`` and ``gateway``. Inside those, validation is
+strict: an unknown key or a value of the wrong type stops the start with one line naming the exact
+JSON path, e.g. ``plugins.entries.voice-call.config.serve.port: expected an integer``.
+
+Structuring is done by a dedicated cattrs converter whose primitive hooks refuse coercion (cattrs
+would otherwise happily turn ``"3334"`` into ``3334`` or ``1`` into ``True``). Field-level rules
+(ports, E.164 numbers, URLs, paths) ride on ``Annotated`` metadata so they fail *inside* cattrs and
+keep the attribute path; rules that span fields run afterwards and name their path explicitly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import pathlib
+import re
+import typing
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import attrs
+import cattrs
+import json5
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_RESPONSE_SYSTEM_PROMPT",
+    "AppConfig",
+    "ConfigError",
+    "EdgeTtsConfig",
+    "ElevenLabsTtsConfig",
+    "ElevenLabsVoiceSettings",
+    "GatewayAuthConfig",
+    "GatewayConfig",
+    "MockConfig",
+    "OpenAiTtsConfig",
+    "OutboundConfig",
+    "PlivoConfig",
+    "ServeConfig",
+    "StreamingConfig",
+    "TailscaleConfig",
+    "TelnyxConfig",
+    "TtsConfig",
+    "TunnelConfig",
+    "TwilioConfig",
+    "VoiceCallConfig",
+    "WebhookSecurityConfig",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]
+
+DEFAULT_CONFIG_PATH: Final = "~/.openclaw/openclaw.json"
+_CONFIG_PATH_ENV: Final = "VOICECALL_CONFIG"
+
+_T = TypeVar("_T")
+
+_PLUGIN_ID: Final = "voice-call"
+_PLUGIN_PATH: Final = f"plugins.entries.{_PLUGIN_ID}"
+_VOICE_PATH: Final = f"{_PLUGIN_PATH}.config"
+_CORE_TTS_PATH: Final = "messages.tts"
+
+# A field whose JSON key is not the plain camelCase of its Python name carries it here.
+_JSON_KEY: Final = "voicecall_json_key"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; nothing may start.
+
+    ``str(err)`` is always one line, ``"<path>: <message>"``.
+
+    Attributes:
+        path: the exact JSON path of the offending value (camelCase keys, ``[i]`` for list items),
+            or the file path for errors about the file itself.
+        message: what is wrong with it.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        # Parser and OS messages may span lines; operators grep logs, so keep it to one.
+        message = " ".join(message.split())
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# Field rules carried as Annotated metadata
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Rule:
+    """A check applied after a value has been structured to its base type."""
+
+    test: Callable[[Any], bool]
+    message: str
+
+
+def _is_e164(value: str) -> bool:
+    return re.fullmatch(r"\+[1-9]\d{1,14}", value) is not None
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _at_least(low: int) -> _Rule:
+    return _Rule(lambda v: v >= low, f"must be at least {low}")
+
+
+_PORT = _Rule(lambda v: 1 <= v <= 65535, "expected a port number between 1 and 65535")
+_E164_RULE = _Rule(_is_e164, "expected an E.164 number like +15551234567")
+_HTTP_URL = _Rule(_is_http_url, "expected an absolute http(s) URL")
+_URL_PATH = _Rule(lambda v: v.startswith("/"), 'must start with "/"')
+_IP = _Rule(_is_ip, "expected an IP address")
+
+_Port = Annotated[int, _PORT]
+_E164 = Annotated[str, _E164_RULE]
+_HttpUrl = Annotated[str, _HTTP_URL]
+_UrlPath = Annotated[str, _URL_PATH]
+_Positive = Annotated[int, _at_least(1)]
+_NonNegative = Annotated[int, _at_least(0)]
+
+
+def _key(name: str) -> dict[str, str]:
+    return {_JSON_KEY: name}
+
+
+# --------------------------------------------------------------------------------------------
+# plugins.entries.voice-call.config
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TwilioConfig:
+    """``twilio.*``: Programmable Voice credentials (env ``TWILIO_ACCOUNT_SID``/``_AUTH_TOKEN``)."""
+
+    account_sid: str | None = None
+    auth_token: str | None = None
+    api_base_url: _HttpUrl = "https://api.twilio.com"
+
+
+@attrs.frozen
+class TelnyxConfig:
+    """``telnyx.*``: Call Control v2 credentials and the webhook signing public key."""
+
+    api_key: str | None = None
+    connection_id: str | None = None
+    public_key: str | None = None
+    api_base_url: _HttpUrl = "https://api.telnyx.com/v2"
+
+
+@attrs.frozen
+class PlivoConfig:
+    """``plivo.*``: Voice API credentials (env ``PLIVO_AUTH_ID``/``PLIVO_AUTH_TOKEN``)."""
+
+    auth_id: str | None = None
+    auth_token: str | None = None
+    api_base_url: _HttpUrl = "https://api.plivo.com"
+
+
+@attrs.frozen
+class ServeConfig:
+    """``serve.*``: where the webhook server listens."""
+
+    port: _Port = 3334
+    bind: str = "127.0.0.1"
+    path: _UrlPath = "/voice/webhook"
+
+
+@attrs.frozen
+class TunnelConfig:
+    """``tunnel.*``: how the webhook server is exposed to the carrier."""
+
+    provider: Literal["ngrok", "tailscale-serve", "tailscale-funnel"] | None = None
+    allow_ngrok_free_tier_loopback_bypass: bool = False
+
+
+@attrs.frozen
+class TailscaleConfig:
+    """``tailscale.*``: the legacy exposure form."""
+
+    mode: Literal["serve", "funnel"] | None = None
+    path: str | None = None
+
+
+@attrs.frozen
+class WebhookSecurityConfig:
+    """``webhookSecurity.*``: when forwarding headers may rebuild the signed URL (SPEC §4)."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    trust_forwarding_headers: bool = False
+    trusted_proxy_ips: tuple[Annotated[str, _IP], ...] = attrs.field(
+        default=(), metadata=_key("trustedProxyIPs")
+    )
+
+
+@attrs.frozen
+class OutboundConfig:
+    """``outbound.*``: defaults for calls the agent places."""
+
+    default_mode: Literal["notify", "conversation"] = "notify"
+    notify_hangup_delay_sec: float = 3.0
+
+
+@attrs.frozen
+class StreamingConfig:
+    """``streaming.*``: carrier media streams over WebSocket (SPEC §5)."""
+
+    enabled: bool = False
+    stream_path: _UrlPath = "/voice/stream"
+
+
+@attrs.frozen
+class MockConfig:
+    """``mock.*``: how the offline simulated callee behaves."""
+
+    answer_delay_ms: _NonNegative = 300
+    outcome: Literal["answer", "busy", "no-answer", "voicemail", "fail"] = "answer"
+    replies: tuple[str, ...] = (
+        "Hi, this is the simulated callee.",
+        "Yes, that works for me.",
+        "Could you say that again, please?",
+        "Thanks, goodbye.",
+    )
+
+
+DEFAULT_RESPONSE_SYSTEM_PROMPT: Final = (
+    "You are a helpful assistant speaking with someone on a phone call. Everything you write is "
+    "read aloud, so answer in one to three short, natural spoken sentences. Do not use lists, "
+    "markdown, emoji, links or symbols that cannot be spoken. If you did not understand the "
+    "caller, ask them briefly to repeat."
+)
+
+
+@attrs.frozen
+class VoiceCallConfig:
+    """``plugins.entries.voice-call.config``: the plugin's own settings (SPEC §2).
+
+    The plugin's ``tts`` block is not kept here: it is merged over ``messages.tts`` into
+    :attr:`AppConfig.tts`.
+    """
+
+    enabled: bool = False
+    provider: Literal["twilio", "telnyx", "plivo", "mock"] = "mock"
+    from_number: _E164 | None = None
+    to_number: _E164 | None = None
+    twilio: TwilioConfig = attrs.Factory(TwilioConfig)
+    telnyx: TelnyxConfig = attrs.Factory(TelnyxConfig)
+    plivo: PlivoConfig = attrs.Factory(PlivoConfig)
+    serve: ServeConfig = attrs.Factory(ServeConfig)
+    public_url: _HttpUrl | None = None
+    tunnel: TunnelConfig = attrs.Factory(TunnelConfig)
+    tailscale: TailscaleConfig = attrs.Factory(TailscaleConfig)
+    webhook_security: WebhookSecurityConfig = attrs.Factory(WebhookSecurityConfig)
+    skip_signature_verification: bool = False
+    outbound: OutboundConfig = attrs.Factory(OutboundConfig)
+    streaming: StreamingConfig = attrs.Factory(StreamingConfig)
+    inbound_policy: Literal["disabled", "allowlist", "open"] = "disabled"
+    allow_from: tuple[_E164, ...] = ()
+    inbound_greeting: str = "Hello! How can I help you today?"
+    response_model: str | None = None
+    response_system_prompt: str = DEFAULT_RESPONSE_SYSTEM_PROMPT
+    response_timeout_ms: _Positive = 30000
+    max_concurrent_calls: _Positive = 1
+    max_duration_seconds: _Positive = 300
+    ring_timeout_ms: _Positive = 30000
+    silence_timeout_ms: _Positive = 800
+    transcript_timeout_ms: _Positive = 180000
+    stale_call_reaper_seconds: _Positive = 120
+    store: str = "~/.openclaw/voice-calls"
+    mock: MockConfig = attrs.Factory(MockConfig)
+
+    @property
+    def store_path(self) -> pathlib.Path:
+        """The store directory with ``~`` expanded."""
+        return pathlib.Path(self.store).expanduser()
+
+
+# --------------------------------------------------------------------------------------------
+# messages.tts (and the plugin's tts override, same shape)
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OpenAiTtsConfig:
+    """``tts.openai.*`` (env ``OPENAI_API_KEY``). Unset values mean "the TTS adapter's default"."""
+
+    api_key: str | None = None
+    model: str | None = None
+    voice: str | None = None
+    base_url: _HttpUrl | None = None
+
+
+@attrs.frozen
+class ElevenLabsVoiceSettings:
+    """``tts.elevenlabs.voiceSettings.*``."""
+
+    stability: float | None = None
+    similarity_boost: float | None = None
+    style: float | None = None
+    use_speaker_boost: bool | None = None
+    speed: float | None = None
+
+
+@attrs.frozen
+class ElevenLabsTtsConfig:
+    """``tts.elevenlabs.*`` (env ``ELEVENLABS_API_KEY``, also ``XI_API_KEY``)."""
+
+    api_key: str | None = None
+    voice_id: str | None = None
+    model_id: str | None = None
+    base_url: _HttpUrl | None = None
+    seed: int | None = None
+    apply_text_normalization: Literal["auto", "on", "off"] | None = None
+    language_code: str | None = None
+    voice_settings: ElevenLabsVoiceSettings = attrs.Factory(ElevenLabsVoiceSettings)
+
+
+@attrs.frozen
+class EdgeTtsConfig:
+    """``tts.edge.*``: accepted because OpenClaw has it, never used for calls (it is not PCM)."""
+
+    enabled: bool | None = None
+    voice: str | None = None
+    lang: str | None = None
+    output_format: str | None = None
+    pitch: str | None = None
+    rate: str | None = None
+    volume: str | None = None
+    save_subtitles: bool | None = None
+    proxy: str | None = None
+    timeout_ms: _Positive | None = None
+
+
+@attrs.frozen
+class TtsConfig:
+    """The OpenClaw ``messages.tts`` shape, after the plugin's ``tts`` is merged over it."""
+
+    auto: Literal["off", "always", "inbound", "tagged"] | None = None
+    mode: Literal["final", "all"] | None = None
+    provider: Literal["openai", "elevenlabs", "edge"] | None = None
+    summary_model: str | None = None
+    # Free-form in OpenClaw; kept as given.
+    model_overrides: Mapping[str, Any] | None = None
+    openai: OpenAiTtsConfig = attrs.Factory(OpenAiTtsConfig)
+    elevenlabs: ElevenLabsTtsConfig = attrs.Factory(ElevenLabsTtsConfig)
+    edge: EdgeTtsConfig = attrs.Factory(EdgeTtsConfig)
+    prefs_path: str | None = None
+    max_text_length: _Positive | None = None
+    timeout_ms: _Positive | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# gateway
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class GatewayAuthConfig:
+    """``gateway.auth.*`` (env ``VOICECALL_GATEWAY_TOKEN``)."""
+
+    token: str | None = None
+
+
+@attrs.frozen
+class GatewayConfig:
+    """``gateway.*``: where the long-lived gateway process listens for the CLI and tools."""
+
+    bind: str = "127.0.0.1"
+    port: _Port = 18789
+    auth: GatewayAuthConfig = attrs.Factory(GatewayAuthConfig)
+
+
+@attrs.frozen
+class AppConfig:
+    """Everything voicecall reads from the file, validated, with env fallbacks applied."""
+
+    voice: VoiceCallConfig = attrs.Factory(VoiceCallConfig)
+    tts: TtsConfig = attrs.Factory(TtsConfig)
+    gateway: GatewayConfig = attrs.Factory(GatewayConfig)
+    source: str = "<memory>"
+
+
+# --------------------------------------------------------------------------------------------
+# The strict converter
+# --------------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A leaf problem; ``segments`` is the path below the attribute cattrs reports it at."""
+
+    def __init__(self, message: str, segments: Sequence[str | int] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.segments = tuple(segments)
+
+
+def _json_key(field: attrs.Attribute[Any]) -> str:
+    explicit = field.metadata.get(_JSON_KEY)
+    if explicit is not None:
+        return str(explicit)
+    head, *rest = field.name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def _json_keys(cls: type) -> dict[str, str]:
+    return {field.name: _json_key(field) for field in attrs.fields(cls)}
+
+
+def _structure_int(value: Any, _: Any) -> int:
+    # bool is a subclass of int; `true` must not pass as 1.
+    if type(value) is not int:
+        raise _Invalid("expected an integer")
+    return value
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    if type(value) not in (int, float):
+        raise _Invalid("expected a number")
+    if not math.isfinite(value):
+        # JSON5 allows Infinity and NaN; no duration or setting here means anything with them.
+        raise _Invalid("expected a finite number")
+    return float(value)
+
+
+def _structure_bool(value: Any, _: Any) -> bool:
+    if type(value) is not bool:
+        raise _Invalid("expected true or false")
+    return value
+
+
+def _structure_str(value: Any, _: Any) -> str:
+    if type(value) is not str:
+        raise _Invalid("expected a string")
+    return value
+
+
+def _structure_free_object(value: Any, _: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid("expected an object")
+    return dict(value)
+
+
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is Literal
+
+
+def _literal_hook(tp: Any) -> Callable[[Any, Any], Any]:
+    allowed = typing.get_args(tp)
+    message = "expected one of " + ", ".join(f'"{a}"' for a in allowed)
+
+    def structure(value: Any, _: Any) -> Any:
+        # Compare type too: `1 == True`, and Literal["1"] must not take 1.
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise _Invalid(message)
+        return value
+
+    return structure
+
+
+def _has_rules(tp: Any) -> bool:
+    return typing.get_origin(tp) is Annotated and any(isinstance(m, _Rule) for m in tp.__metadata__)
+
+
+def _is_homogeneous_tuple(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _is_free_object(tp: Any) -> bool:
+    return tp in (Mapping[str, Any], dict[str, Any])
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook_func(_is_free_object, _structure_free_object)
+    converter.register_structure_hook_factory(_is_literal, _literal_hook)
+
+    def rules_hook(tp: Any) -> Callable[[Any, Any], Any]:
+        base = typing.get_args(tp)[0]
+        rules = [m for m in tp.__metadata__ if isinstance(m, _Rule)]
+        structure_base = converter.get_structure_hook(base)
+
+        def structure(value: Any, _: Any) -> Any:
+            result = structure_base(value, base)
+            for rule in rules:
+                if not rule.test(result):
+                    raise _Invalid(rule.message)
+            return result
+
+        return structure
+
+    def tuple_hook(tp: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
+        item_type = typing.get_args(tp)[0]
+        structure_item = converter.get_structure_hook(item_type)
+
+        def structure(value: Any, _: Any) -> tuple[Any, ...]:
+            # cattrs would iterate a string character by character; a list is what we mean.
+            if not isinstance(value, list):
+                raise _Invalid("expected a list")
+            items = []
+            for index, item in enumerate(value):
+                try:
+                    items.append(structure_item(item, item_type))
+                except Exception as exc:
+                    segments, message = _first_problem(exc, item)
+                    raise _Invalid(message, (index, *segments)) from None
+            return tuple(items)
+
+        return structure
+
+    def attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
+        renames = {name: override(rename=key) for name, key in _json_keys(cls).items()}
+        structure_fields: Callable[[Mapping[str, Any], Any], Any] = make_dict_structure_fn(
+            cls,
+            converter,
+            **renames,  # type: ignore[arg-type]
+        )
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _Invalid("expected an object")
+            return structure_fields(value, cls)
+
+        return structure
+
+    converter.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook)
+    converter.register_structure_hook_factory(_has_rules, rules_hook)
+    converter.register_structure_hook_factory(attrs.has, attrs_hook)
+    return converter
+
+
+_converter: Final = _make_converter()
+
+
+def _first_problem(exc: BaseException, data: Any) -> tuple[tuple[str | int, ...], str]:
+    """Walk cattrs's exception tree down to the first leaf, building the JSON path.
+
+    cattrs notes name the *Python* attribute, so each step is mapped back to the JSON key through
+    the class the error group was raised for. ``data`` follows along so an unknown key can be
+    reported in file order (cattrs hands them over as a set).
+    """
+    if isinstance(exc, _Invalid):
+        return exc.segments, exc.message
+    if isinstance(exc, ForbiddenExtraKeysError):
+        extra = exc.extra_fields
+        keys = [k for k in data if k in extra] if isinstance(data, Mapping) else sorted(extra)
+        return (keys[0],), "unknown key"
+    if isinstance(exc, ClassValidationError):
+        sub = exc.exceptions[0]
+        for note in getattr(sub, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                key = _json_keys(exc.cl).get(note.name, note.name)
+                child = data.get(key) if isinstance(data, Mapping) else None
+                segments, message = _first_problem(sub, child)
+                return (key, *segments), message
+        return _first_problem(sub, data)
+    if isinstance(exc, IterableValidationError):
+        sub = exc.exceptions[0]
+        for note in getattr(sub, "__notes__", ()):
+            if isinstance(note, IterableValidationNote):
+                index = note.index
+                child = None
+                if isinstance(data, list) and isinstance(index, int) and index < len(data):
+                    child = data[index]
+                segments, message = _first_problem(sub, child)
+                return (index, *segments), message
+        return _first_problem(sub, data)
+    return (), str(exc) or type(exc).__name__
+
+
+def _join(prefix: str, segments: Sequence[str | int]) -> str:
+    path = prefix
+    for segment in segments:
+        path += f"[{segment}]" if isinstance(segment, int) else f".{segment}"
+    return path
+
+
+def _structure(data: Any, cls: type[_T], path: str) -> _T:
+    try:
+        return _converter.structure(data, cls)
+    except Exception as exc:
+        segments, message = _first_problem(exc, data)
+        raise ConfigError(_join(path, segments), message) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly
+# --------------------------------------------------------------------------------------------
+
+
+def _object_at(data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    """The object under ``key``, or an empty one when absent; anything else is an error."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, "expected an object")
+    return value
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects merge key by key; any other value in ``over`` replaces the one in ``base``."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env(env: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = env.get(name)
+        if value:
+            return value
+    return None
+
+
+def _fill(obj: _T, env: Mapping[str, str], fallbacks: Mapping[str, tuple[str, ...]]) -> _T:
+    """Fill each attribute the file left unset (``None``) from the first env var that is set."""
+    changes = {}
+    for attr, names in fallbacks.items():
+        if getattr(obj, attr) is None:
+            value = _env(env, *names)
+            if value is not None:
+                changes[attr] = value
+    return attrs.evolve(obj, **changes) if changes else obj  # type: ignore[misc]
+
+
+def _with_env_voice(voice: VoiceCallConfig, env: Mapping[str, str]) -> VoiceCallConfig:
+    return attrs.evolve(
+        voice,
+        twilio=_fill(
+            voice.twilio,
+            env,
+            {"account_sid": ("TWILIO_ACCOUNT_SID",), "auth_token": ("TWILIO_AUTH_TOKEN",)},
+        ),
+        telnyx=_fill(
+            voice.telnyx,
+            env,
+            {
+                "api_key": ("TELNYX_API_KEY",),
+                "connection_id": ("TELNYX_CONNECTION_ID",),
+                "public_key": ("TELNYX_PUBLIC_KEY",),
+            },
+        ),
+        plivo=_fill(
+            voice.plivo,
+            env,
+            {"auth_id": ("PLIVO_AUTH_ID",), "auth_token": ("PLIVO_AUTH_TOKEN",)},
+        ),
+    )
+
+
+def _with_env_tts(tts: TtsConfig, env: Mapping[str, str]) -> TtsConfig:
+    return attrs.evolve(
+        tts,
+        openai=_fill(tts.openai, env, {"api_key": ("OPENAI_API_KEY",)}),
+        elevenlabs=_fill(tts.elevenlabs, env, {"api_key": ("ELEVENLABS_API_KEY", "XI_API_KEY")}),
+    )
+
+
+def _is_loopback(bind: str) -> bool:
+    if bind.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+# Which credentials each carrier needs, as (section, JSON key, Python name, env var).
+_REQUIRED_CREDENTIALS: Final[dict[str, tuple[tuple[str, str, str, str], ...]]] = {
+    "twilio": (
+        ("twilio", "accountSid", "account_sid", "TWILIO_ACCOUNT_SID"),
+        ("twilio", "authToken", "auth_token", "TWILIO_AUTH_TOKEN"),
+    ),
+    "telnyx": (
+        ("telnyx", "apiKey", "api_key", "TELNYX_API_KEY"),
+        ("telnyx", "connectionId", "connection_id", "TELNYX_CONNECTION_ID"),
+        ("telnyx", "publicKey", "public_key", "TELNYX_PUBLIC_KEY"),
+    ),
+    "plivo": (
+        ("plivo", "authId", "auth_id", "PLIVO_AUTH_ID"),
+        ("plivo", "authToken", "auth_token", "PLIVO_AUTH_TOKEN"),
+    ),
+}
+
+
+def _check_voice(voice: VoiceCallConfig) -> None:
+    """Rules that span fields; each names the path the operator has to change."""
+    provider = voice.provider
+    for section, key, attr, env_name in _REQUIRED_CREDENTIALS.get(provider, ()):
+        if attr == "public_key" and voice.skip_signature_verification:
+            # The key only verifies webhook signatures; nothing else needs it.
+            continue
+        if not getattr(getattr(voice, section), attr):
+            raise ConfigError(
+                f"{_VOICE_PATH}.{section}.{key}",
+                f'required for provider "{provider}" (or set {env_name})',
+            )
+    if provider != "mock" and not voice.from_number:
+        raise ConfigError(f"{_VOICE_PATH}.fromNumber", f'required for provider "{provider}"')
+    if voice.tunnel.allow_ngrok_free_tier_loopback_bypass and voice.tunnel.provider != "ngrok":
+        raise ConfigError(
+            f"{_VOICE_PATH}.tunnel.allowNgrokFreeTierLoopbackBypass",
+            'only allowed when tunnel.provider is "ngrok"',
+        )
+    if voice.skip_signature_verification and not _is_loopback(voice.serve.bind):
+        raise ConfigError(
+            f"{_VOICE_PATH}.skipSignatureVerification",
+            "only allowed when serve.bind is a loopback address",
+        )
+
+
+def parse_config(
+    data: Mapping[str, Any], env: Mapping[str, str], source: str = "<memory>"
+) -> AppConfig:
+    """Validate an already-parsed OpenClaw-shaped document and build the settings.
+
+    Args:
+        data: the whole document (JSON types only). Keys outside our sections are ignored.
+        env: where credential fallbacks are read from (usually ``os.environ``).
+        source: the file the data came from, kept for messages; ``"<memory>"`` otherwise.
+
+    Returns:
+        The validated settings with env fallbacks applied.
+
+    Raises:
+        ConfigError: for the first problem found, naming its exact JSON path.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, "expected a JSON object at the top level")
+
+    plugins = _object_at(data, "plugins", "plugins")
+    entries = _object_at(plugins, "entries", "plugins.entries")
+    entry = _object_at(entries, _PLUGIN_ID, _PLUGIN_PATH)
+    for key in entry:
+        if key not in ("enabled", "config"):
+            raise ConfigError(f"{_PLUGIN_PATH}.{key}", "unknown key")
+    entry_enabled = entry.get("enabled", False)
+    if type(entry_enabled) is not bool:
+        raise ConfigError(f"{_PLUGIN_PATH}.enabled", "expected true or false")
+
+    voice_data = dict(_object_at(entry, "config", _VOICE_PATH))
+    plugin_tts = _object_at(voice_data, "tts", f"{_VOICE_PATH}.tts")
+    voice_data.pop("tts", None)
+    voice = _structure(voice_data, VoiceCallConfig, _VOICE_PATH)
+    if entry_enabled and not voice.enabled:
+        # OpenClaw's own plugin switch; either place turning it on is the operator's intent.
+        voice = attrs.evolve(voice, enabled=True)
+
+    messages = _object_at(data, "messages", "messages")
+    core_tts = _object_at(messages, "tts", _CORE_TTS_PATH)
+    # Each side is checked on its own first so an error names the block it is really in.
+    _structure(core_tts, TtsConfig, _CORE_TTS_PATH)
+    _structure(plugin_tts, TtsConfig, f"{_VOICE_PATH}.tts")
+    tts = _structure(_deep_merge(core_tts, plugin_tts), TtsConfig, _CORE_TTS_PATH)
+
+    gateway = _structure(_object_at(data, "gateway", "gateway"), GatewayConfig, "gateway")
+    gateway = attrs.evolve(
+        gateway, auth=_fill(gateway.auth, env, {"token": ("VOICECALL_GATEWAY_TOKEN",)})
+    )
+
+    voice = _with_env_voice(voice, env)
+    _check_voice(voice)
+    return AppConfig(voice=voice, tts=_with_env_tts(tts, env), gateway=gateway, source=source)
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> pathlib.Path:
+    """``--config``, else ``VOICECALL_CONFIG``, else the OpenClaw default; ``~`` is expanded."""
+    chosen = cli_path or env.get(_CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH
+    return pathlib.Path(chosen).expanduser()
+
+
+def load_config(
+    path: pathlib.Path | str | None = None, env: Mapping[str, str] | None = None
+) -> AppConfig:
+    """Read, parse and validate the config file.
+
+    Args:
+        path: the file; ``None`` resolves it from ``VOICECALL_CONFIG`` or the default path.
+        env: environment for the path and credential fallbacks; ``None`` means ``os.environ``.
+
+    Returns:
+        The validated settings. A missing file at the default path gives all defaults, so a new
+        user can run the mock carrier with no file at all.
+
+    Raises:
+        ConfigError: the file was named but is missing or unreadable, is not valid JSON5, or fails
+            validation.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(_CONFIG_PATH_ENV))
+    resolved = (
+        pathlib.Path(path).expanduser() if path is not None else resolve_config_path(None, env)
+    )
+    source = str(resolved)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(source, "config file not found") from None
+        return parse_config({}, env, source)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = json5.loads(text)
+    except ValueError as exc:
+        # json5 names the input "<string>"; the file name is already the path.
+        detail = re.sub(r"^<string>:(\d+) ", r"line \1: ", str(exc))
+        raise ConfigError(source, f"invalid JSON5: {detail}") from None
+    return parse_config(data, env, source)

@@ -1,0 +1,98 @@
+"""The composition root: the only module that knows which concrete adapters exist."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from voicecall.adapters.agent.rules import RuleBasedResponder
+from voicecall.adapters.clock import SystemClock
+from voicecall.adapters.store.sqlite import SqliteCallStore
+from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
+from voicecall.config import AppConfig
+from voicecall.domain.call import CallMode
+from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy
+from voicecall.services.calls import CallService, CallSettings
+from voicecall.services.events import EventFeed
+
+__all__ = ["MOCK_FROM_NUMBER", "Container", "build_container", "call_settings"]
+
+# What the offline mock shows as the bot's number when the config names none.
+MOCK_FROM_NUMBER = "+15550100000"
+
+
+def call_settings(config: AppConfig) -> CallSettings:
+    """The service's numbers and policies, from the plugin config."""
+    voice = config.voice
+    return CallSettings(
+        from_number=voice.from_number or MOCK_FROM_NUMBER,
+        outbound=OutboundPolicy(
+            max_concurrent_calls=voice.max_concurrent_calls,
+            default_mode=CallMode(voice.outbound.default_mode),
+            notify_hangup_delay_sec=float(voice.outbound.notify_hangup_delay_sec),
+            default_to=voice.to_number,
+        ),
+        inbound=InboundPolicy(
+            mode=InboundPolicyMode(voice.inbound_policy),
+            allow_from=voice.allow_from,
+        ),
+        inbound_greeting=voice.inbound_greeting,
+        voice=config.tts.openai.voice if config.tts.openai is not None else None,
+        max_duration_s=float(voice.max_duration_seconds),
+        ring_timeout_s=voice.ring_timeout_ms / 1000,
+        transcript_timeout_s=voice.transcript_timeout_ms / 1000,
+        response_timeout_s=voice.response_timeout_ms / 1000,
+        stale_call_reaper_s=float(voice.stale_call_reaper_seconds),
+    )
+
+
+def _mock_settings(config: AppConfig) -> MockSettings:
+    mock = config.voice.mock
+    return MockSettings(
+        answer_delay_ms=mock.answer_delay_ms, outcome=mock.outcome, replies=tuple(mock.replies)
+    )
+
+
+class Container(containers.DeclarativeContainer):
+    """Wires one gateway process. ``app_config`` must be provided, already validated."""
+
+    app_config = providers.Dependency(instance_of=AppConfig)
+
+    clock = providers.Singleton(SystemClock)
+    store = providers.Singleton(
+        SqliteCallStore, directory=providers.Callable(lambda c: c.voice.store_path, app_config)
+    )
+    feed = providers.Singleton(EventFeed, store=store)
+
+    telephony = providers.Selector(
+        providers.Callable(lambda c: c.voice.provider, app_config),
+        mock=providers.Singleton(
+            MockTelephony,
+            settings=providers.Callable(_mock_settings, app_config),
+            clock=clock,
+            state_path=providers.Callable(
+                lambda c: c.voice.store_path / "mock-carrier.json", app_config
+            ),
+        ),
+    )
+
+    responder = providers.Singleton(RuleBasedResponder)
+
+    call_service = providers.Singleton(
+        CallService,
+        provider=telephony,
+        store=store,
+        clock=clock,
+        responder=responder,
+        feed=feed,
+        settings=providers.Callable(call_settings, app_config),
+    )
+
+
+def build_container(config: AppConfig) -> Container:
+    container = Container(app_config=config)
+    return container
+
+
+def telephony_names() -> frozenset[str]:
+    """Every carrier the container can wire (the contract suite's guard compares to this)."""
+    return frozenset(Container.telephony.providers)

@@ -1,0 +1,131 @@
+"""Normalised call events: every carrier's webhooks become these (SPEC §3).
+
+Each event carries a dedupe key. Carriers retry webhooks, so an event whose key was applied
+before changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from voicecall.domain.call import CallDirection, CallState
+
+__all__ = [
+    "CallActive",
+    "CallAnswered",
+    "CallDtmf",
+    "CallEnded",
+    "CallErrored",
+    "CallEvent",
+    "CallInitiated",
+    "CallRinging",
+    "CallSilence",
+    "CallSpeaking",
+    "CallSpeech",
+]
+
+
+@attrs.frozen(kw_only=True)
+class CallEvent:
+    """Fields every event has.
+
+    Attributes:
+        call_id: our call id when the carrier echoed it back (status callback query,
+            client_state); None when only the carrier's id is known.
+        provider_call_id: the carrier's id for the call.
+        dedupe_key: identifies this event across carrier retries; empty means "derive one".
+    """
+
+    type: ClassVar[str] = "call.event"
+
+    call_id: str | None = None
+    provider_call_id: str | None = None
+    dedupe_key: str = ""
+
+    def key(self) -> str:
+        """The dedupe key, derived from the event's content when the carrier gave none."""
+        if self.dedupe_key:
+            return self.dedupe_key
+        fields = attrs.asdict(self, recurse=False)
+        fields.pop("dedupe_key")
+        body = ",".join(f"{name}={fields[name]!r}" for name in sorted(fields))
+        return f"{self.type}|{body}"
+
+
+@attrs.frozen(kw_only=True)
+class CallInitiated(CallEvent):
+    """The carrier created the call. For inbound calls this is the first we hear of it."""
+
+    type: ClassVar[str] = "call.initiated"
+    direction: CallDirection = CallDirection.OUTBOUND
+    from_number: str | None = None
+    to_number: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CallRinging(CallEvent):
+    type: ClassVar[str] = "call.ringing"
+
+
+@attrs.frozen(kw_only=True)
+class CallAnswered(CallEvent):
+    type: ClassVar[str] = "call.answered"
+
+
+@attrs.frozen(kw_only=True)
+class CallActive(CallEvent):
+    type: ClassVar[str] = "call.active"
+
+
+@attrs.frozen(kw_only=True)
+class CallSpeaking(CallEvent):
+    """The bot's words are being played to the caller."""
+
+    type: ClassVar[str] = "call.speaking"
+    text: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class CallSpeech(CallEvent):
+    """Something the caller said, as recognised; only a final result ends a turn."""
+
+    type: ClassVar[str] = "call.speech"
+    transcript: str = ""
+    is_final: bool = True
+    confidence: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CallSilence(CallEvent):
+    type: ClassVar[str] = "call.silence"
+    duration_ms: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class CallDtmf(CallEvent):
+    type: ClassVar[str] = "call.dtmf"
+    digits: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class CallEnded(CallEvent):
+    """The call is over; ``reason`` is the terminal state it ends in."""
+
+    type: ClassVar[str] = "call.ended"
+    reason: CallState = CallState.COMPLETED
+    detail: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.reason.is_terminal:
+            raise ValueError(f"call.ended needs a terminal reason, not {self.reason.value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CallErrored(CallEvent):
+    """The carrier reported trouble with the call; a non-retryable error ends it."""
+
+    type: ClassVar[str] = "call.error"
+    error: str = ""
+    retryable: bool = False

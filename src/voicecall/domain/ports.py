@@ -1,0 +1,193 @@
+"""Ports: what the domain and services need from the outside world, as Protocols.
+
+Adapters satisfy these structurally; none inherits from them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from voicecall.domain.call import Call, CallMode, CallState
+from voicecall.domain.events import CallEvent
+from voicecall.domain.webhook import WebhookRequest, WebhookResponse
+
+__all__ = [
+    "CallStore",
+    "CarrierStatus",
+    "CarrierStatusKind",
+    "Clock",
+    "DialRequest",
+    "DialResult",
+    "EventRecord",
+    "EventSink",
+    "Responder",
+    "SpeechSynthesizer",
+    "TelephonyProvider",
+    "TimerHandle",
+    "Transcriber",
+]
+
+TimerCallback = Callable[[], Awaitable[None] | None]
+
+
+@runtime_checkable
+class TimerHandle(Protocol):
+    def cancel(self) -> None:
+        """Stop the timer if it has not fired; harmless afterwards."""
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """The only source of time, so timers are tested without sleeping."""
+
+    def now(self) -> float:
+        """Unix time in seconds."""
+
+    def schedule(self, delay_s: float, callback: TimerCallback) -> TimerHandle:
+        """Run ``callback`` (sync, or async and awaited) ``delay_s`` seconds from now."""
+
+
+@attrs.frozen
+class DialRequest:
+    """Everything a carrier needs to place an outbound call."""
+
+    call_id: str
+    to_number: str
+    from_number: str
+    mode: CallMode
+    message: str | None
+    ring_timeout_s: float
+
+
+@attrs.frozen
+class DialResult:
+    provider_call_id: str
+
+
+class CarrierStatusKind(enum.StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class CarrierStatus:
+    """What the carrier says of a call. ``unknown`` is a value, not an error: a call whose
+    status cannot be learned is kept, never killed."""
+
+    kind: CarrierStatusKind
+    end_state: CallState | None = None
+    detail: str = ""
+
+
+class EventSink(Protocol):
+    async def __call__(self, events: Sequence[CallEvent]) -> object:
+        """Apply events the carrier produced outside a webhook (the mock, REST answers)."""
+
+
+@runtime_checkable
+class TelephonyProvider(Protocol):
+    """A carrier: places, controls and follows calls.
+
+    Every method that talks to the carrier is async and must not block the event loop.
+    Failures are raised as ``CarrierRejected`` (do not retry) or ``TransientError``.
+    """
+
+    name: str
+
+    def bind(self, sink: EventSink) -> None:
+        """Give the adapter the sink for events it learns of outside webhooks."""
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        """Place an outbound call; returns the carrier's id for it."""
+
+    async def answer(self, call: Call) -> None:
+        """Pick up an inbound call the policy accepted."""
+
+    async def reject(self, call: Call) -> None:
+        """Refuse an inbound call; the caller is hung up once."""
+
+    async def speak(self, call: Call, text: str, voice: str | None) -> None:
+        """Say ``text`` to the caller with the carrier's voice."""
+
+    async def listen(self, call: Call) -> None:
+        """Listen for the caller's next utterance; it arrives as ``call.speech`` events."""
+
+    async def hangup(self, call: Call) -> None:
+        """End the call. Idempotent: a call the carrier already ended is success."""
+
+    async def status(self, call: Call) -> CarrierStatus:
+        """Ask the carrier about the call; ``unknown`` on timeouts and 5xx, never raises."""
+
+    async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
+        """Turn a verified webhook into normalised events; ``CallerError`` when malformed."""
+
+    def webhook_response(self, request: WebhookRequest, calls: Sequence[Call]) -> WebhookResponse:
+        """The exact answer the carrier expects after the webhook's events were applied."""
+
+    async def aclose(self) -> None:
+        """Release connections and timers."""
+
+
+@attrs.frozen
+class EventRecord:
+    """One entry of the call event log that ``tail`` follows."""
+
+    seq: int
+    call_id: str
+    type: str
+    at: float
+    data: dict[str, Any]
+
+
+@runtime_checkable
+class CallStore(Protocol):
+    """Where calls live. Every write is durable when the awaited call returns."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def save(self, call: Call) -> None:
+        """Insert or replace the call, committed before returning."""
+
+    async def get(self, call_id: str) -> Call | None: ...
+
+    async def find_by_provider_id(self, provider: str, provider_call_id: str) -> Call | None: ...
+
+    async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
+        """Calls newest first."""
+
+    async def remember_event(self, dedupe_key: str, at: float) -> bool:
+        """Record a dedupe key; False when it was already recorded (the event is a repeat)."""
+
+    async def append_log(self, call_id: str, type: str, at: float, data: dict[str, Any]) -> int:
+        """Append to the event log; returns the new sequence number."""
+
+    async def log_since(self, seq: int, limit: int = 1000) -> list[EventRecord]: ...
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """The agent that answers an inbound caller."""
+
+    async def respond(self, call: Call, utterance: str) -> str:
+        """What to say back to ``utterance``, given the call's transcript so far."""
+
+
+@runtime_checkable
+class SpeechSynthesizer(Protocol):
+    """Text to telephony audio (G.711 μ-law, 8 kHz mono) for media streams."""
+
+    async def synthesize(self, text: str, voice: str | None) -> bytes: ...
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    """Telephony audio to text, for media streams."""
+
+    async def transcribe(self, audio: bytes) -> str: ...

@@ -1,0 +1,141 @@
+"""The gateway listener: ``POST /rpc``, the ``/events`` WebSocket for ``tail``, ``GET /health``.
+
+It is a separate listener from the webhook one, so exposing webhooks through a tunnel never
+exposes RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post, websocket
+from litestar.connection import WebSocket
+from litestar.di import Provide
+from litestar.exceptions import WebSocketDisconnect
+
+from voicecall.domain.ports import EventRecord
+from voicecall.entrypoints.plugin import VoiceCallPlugin
+from voicecall.entrypoints.rpc import error_envelope
+
+__all__ = ["create_gateway_app", "record_to_dict"]
+
+log = logging.getLogger(__name__)
+
+_MAX_RPC_BODY = 1024 * 1024
+
+
+def record_to_dict(record: EventRecord) -> dict[str, Any]:
+    return {
+        "seq": record.seq,
+        "callId": record.call_id,
+        "type": record.type,
+        "at": record.at,
+        "data": record.data,
+    }
+
+
+def _authorised(presented: str | None, token: str) -> bool:
+    if not presented:
+        return False
+    scheme, _, value = presented.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[bytes]:
+    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+
+
+@post("/rpc", status_code=200)
+async def rpc(
+    request: Request[Any, Any, Any], plugin: VoiceCallPlugin, token: str
+) -> Response[bytes]:
+    """One RPC call: ``{"method": …, "params": {…}}`` with a bearer token."""
+    if not _authorised(request.headers.get("authorization"), token):
+        return _json(401, error_envelope("unauthorized", "missing or wrong gateway token"))
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_RPC_BODY:
+            return _json(413, error_envelope("too_large", "request body over 1 MiB"))
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _json(400, error_envelope("invalid_request", "the body is not JSON"))
+    if not isinstance(message, dict):
+        return _json(400, error_envelope("invalid_request", 'expected {"method": …, "params": …}'))
+    answer = await plugin.call_rpc(message.get("method"), message.get("params"))
+    return _json(200, answer)
+
+
+@get("/health")
+async def health(plugin: VoiceCallPlugin) -> dict[str, Any]:
+    return {"ok": True, "provider": plugin.service.provider.name}
+
+
+@websocket("/events")
+async def events(socket: WebSocket[Any, Any, Any], plugin: VoiceCallPlugin, token: str) -> None:
+    """Stream call events as JSON text frames; ``?since=N`` first replays the log after N."""
+    presented = socket.headers.get("authorization")
+    if presented is None and socket.query_params.get("token"):
+        presented = f"Bearer {socket.query_params.get('token')}"
+    if not _authorised(presented, token):
+        await socket.close(code=4401, reason="unauthorized")
+        return
+    try:
+        since = int(socket.query_params.get("since", "0"))
+    except ValueError:
+        since = 0
+    await socket.accept()
+    feed = plugin.service.feed
+    queue = feed.subscribe()
+    last = since
+    try:
+        # Subscribe first, then replay, so nothing falls between the log and the live feed.
+        while True:
+            backlog = await plugin.service.store.log_since(last, limit=500)
+            for record in backlog:
+                await socket.send_text(json.dumps(record_to_dict(record)))
+                last = record.seq
+            if len(backlog) < 500:
+                break
+        while True:
+            try:
+                record = await asyncio.wait_for(queue.get(), timeout=15)  # type: ignore[arg-type]
+            except TimeoutError:
+                if not feed.is_subscribed(queue):
+                    break
+                await socket.send_text(json.dumps({"type": "keepalive"}))
+                continue
+            if record is None:
+                break
+            if record.seq <= last:
+                continue
+            await socket.send_text(json.dumps(record_to_dict(record)))
+            last = record.seq
+    except (WebSocketDisconnect, ConnectionError):
+        pass
+    finally:
+        feed.unsubscribe(queue)
+    try:
+        await socket.close()
+    except Exception:  # the peer may already be gone
+        pass
+
+
+def create_gateway_app(plugin: VoiceCallPlugin, token: str) -> Litestar:
+    """The gateway's Litestar app, with the plugin and token injected through ``Provide``."""
+    return Litestar(
+        route_handlers=[rpc, health, events],
+        dependencies={
+            "plugin": Provide(lambda: plugin, use_cache=True, sync_to_thread=False),
+            "token": Provide(lambda: token, use_cache=True, sync_to_thread=False),
+        },
+        debug=False,
+        openapi_config=None,
+    )

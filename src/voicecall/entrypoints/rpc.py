@@ -1,0 +1,138 @@
+"""Gateway RPC methods (``voicecall.*``) and their ``{"ok": …}`` envelopes (SPEC §7)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from voicecall.adapters.telephony.mock import MockTelephony
+from voicecall.domain.errors import CallerError, VoiceCallError
+from voicecall.services.calls import CallService, call_to_dict
+
+__all__ = ["RpcMethods", "error_envelope", "ok_envelope"]
+
+log = logging.getLogger(__name__)
+
+RpcHandler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def ok_envelope(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "payload": payload}
+
+
+def error_envelope(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def _string(params: Mapping[str, Any], name: str, *, required: bool) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        if required:
+            raise CallerError(f"missing parameter {name!r}")
+        return None
+    if not isinstance(value, str):
+        raise CallerError(f"parameter {name!r} must be a string")
+    return value
+
+
+def _only(params: Mapping[str, Any], *names: str) -> None:
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise CallerError(f"unknown parameter(s): {', '.join(unknown)}")
+
+
+class RpcMethods:
+    """The ``voicecall.*`` methods, bound to one call service."""
+
+    def __init__(self, service: CallService) -> None:
+        self.service = service
+        self.methods: dict[str, RpcHandler] = {
+            "voicecall.initiate": self.initiate,
+            "voicecall.continue": self.continue_call,
+            "voicecall.speak": self.speak,
+            "voicecall.end": self.end,
+            "voicecall.status": self.status,
+            "voicecall.list": self.list_calls,
+            "voicecall.simulateInbound": self.simulate_inbound,
+        }
+
+    async def dispatch(self, method: Any, params: Any) -> dict[str, Any]:
+        """Run one method; always returns an envelope, never raises."""
+        if not isinstance(method, str) or method not in self.methods:
+            return error_envelope("method_not_found", f"unknown method {method!r}")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            return error_envelope("invalid_request", "params must be an object")
+        try:
+            return ok_envelope(await self.methods[method](params))
+        except VoiceCallError as err:
+            return error_envelope(err.code, err.detail)
+        except Exception:
+            log.exception("RPC %s failed", method)
+            return error_envelope("internal", "internal error; see the gateway log")
+
+    async def initiate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "to", "message", "mode")
+        call = await self.service.initiate(
+            to=_string(params, "to", required=False),
+            message=_string(params, "message", required=True) or "",
+            mode=_string(params, "mode", required=False),
+        )
+        return {"callId": call.call_id, "initiated": True}
+
+    async def continue_call(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "callId", "message")
+        transcript = await self.service.continue_call(
+            _string(params, "callId", required=True) or "",
+            _string(params, "message", required=True) or "",
+        )
+        return {"success": True, "transcript": transcript}
+
+    async def speak(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "callId", "message")
+        await self.service.speak(
+            _string(params, "callId", required=True) or "",
+            _string(params, "message", required=True) or "",
+        )
+        return {"success": True}
+
+    async def end(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "callId")
+        await self.service.end(_string(params, "callId", required=True) or "")
+        return {"success": True}
+
+    async def status(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "callId")
+        call = await self.service.get(_string(params, "callId", required=True) or "")
+        return {"found": call is not None, "call": call_to_dict(call) if call else None}
+
+    async def list_calls(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "active", "limit")
+        active = params.get("active", False)
+        limit = params.get("limit", 100)
+        if not isinstance(active, bool):
+            raise CallerError("parameter 'active' must be true or false")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+            raise CallerError("parameter 'limit' must be an integer from 1 to 10000")
+        calls = await self.service.list_calls(live_only=active, limit=limit)
+        return {"calls": [call_to_dict(call) for call in calls]}
+
+    async def simulate_inbound(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "from", "to")
+        carrier = self.service.provider
+        if not isinstance(carrier, MockTelephony):
+            raise CallerError("simulate works only with the mock carrier (provider: mock)")
+        to_number = _string(params, "to", required=False) or self.service.settings.from_number
+        event = carrier.simulate_inbound(_string(params, "from", required=False), to_number)
+        calls = await self.service.apply_events([event])
+        if not calls:
+            raise CallerError("the simulated call was not created")
+        call = calls[0]
+        return {
+            "callId": call.call_id,
+            "providerCallId": call.provider_call_id,
+            "accepted": call.is_live,
+            "call": call_to_dict(call),
+        }

@@ -1,0 +1,142 @@
+"""``voicecall serve``: one process hosting the webhook listener and the gateway listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from voicecall.config import AppConfig
+from voicecall.container import telephony_names
+from voicecall.entrypoints.gateway_app import create_gateway_app
+from voicecall.entrypoints.plugin import VoiceCallPlugin
+from voicecall.entrypoints.token import ensure_gateway_token
+from voicecall.entrypoints.webhook_app import create_webhook_app
+
+__all__ = ["StartupError", "run_gateway", "serve"]
+
+log = logging.getLogger("voicecall")
+
+
+class StartupError(Exception):
+    """Start-up refused; ``exit_code`` 2 for configuration, 1 for the environment."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Server(uvicorn.Server):
+    # Two servers share one loop; the gateway owns the signal handlers, not each server.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise StartupError(
+            f"cannot listen for {what} on {host}:{port}: {err.strerror}", 1
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _check(config: AppConfig) -> None:
+    voice = config.voice
+    if not voice.enabled:
+        raise StartupError(
+            "the voice-call plugin is disabled; set plugins.entries.voice-call.config.enabled: "
+            f"true in {config.source}",
+            2,
+        )
+    if voice.provider not in telephony_names():
+        raise StartupError(
+            f"plugins.entries.voice-call.config.provider: {voice.provider!r} is not available "
+            f"in this build (available: {', '.join(sorted(telephony_names()))})",
+            2,
+        )
+
+
+async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT; shuts down cleanly and flushes state."""
+    _check(config)
+    token = ensure_gateway_token(config)
+    voice = config.voice
+    webhook_sock = _listen(voice.serve.bind, voice.serve.port, "webhooks")
+    try:
+        gateway_sock = _listen(config.gateway.bind, config.gateway.port, "the gateway")
+    except StartupError:
+        webhook_sock.close()
+        raise
+    plugin = VoiceCallPlugin(config)
+    try:
+        await plugin.start()
+    except BaseException:
+        webhook_sock.close()
+        gateway_sock.close()
+        raise
+    servers = [
+        _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        for app in (create_webhook_app(plugin.service, config), create_gateway_app(plugin, token))
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [
+        asyncio.create_task(servers[0].serve(sockets=[webhook_sock])),
+        asyncio.create_task(servers[1].serve(sockets=[gateway_sock])),
+    ]
+    log.info(
+        "voicecall gateway up: provider %s, webhooks http://%s:%d%s, gateway http://%s:%d",
+        voice.provider,
+        voice.serve.bind,
+        voice.serve.port,
+        voice.serve.path,
+        config.gateway.bind,
+        config.gateway.port,
+    )
+    if ready is not None:
+        ready.set()
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("voicecall gateway shutting down")
+        for server in servers:
+            server.should_exit = True
+        stopper.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await plugin.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        log.info("voicecall gateway stopped; state flushed")
+
+
+def serve(config: AppConfig) -> int:
+    """Entry for ``voicecall serve``: returns the process exit code."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run_gateway(config))
+    except StartupError as err:
+        print(f"voicecall: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0

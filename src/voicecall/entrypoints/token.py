@@ -1,0 +1,43 @@
+"""The gateway's bearer token: configured, from the environment, or made once and saved."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from voicecall.config import AppConfig
+
+__all__ = ["ensure_gateway_token", "read_gateway_token", "token_path"]
+
+_FILE_NAME = "gateway-token"
+
+
+def token_path(config: AppConfig) -> Path:
+    return config.voice.store_path / _FILE_NAME
+
+
+def read_gateway_token(config: AppConfig) -> str | None:
+    """The token a client should send: the configured one, else the one the gateway saved."""
+    if config.gateway.auth.token:
+        return config.gateway.auth.token
+    try:
+        return token_path(config).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def ensure_gateway_token(config: AppConfig) -> str:
+    """The configured token, else the saved one, else a new one saved with mode 0600."""
+    existing = read_gateway_token(config)
+    if existing:
+        return existing
+    path = token_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    # Created 0600 from the first byte, so the token is never readable by others.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token

@@ -1,0 +1,725 @@
+"""The call service: places, answers, drives and ends calls through the ports.
+
+Every state change is written to the store before anything is acknowledged; timers come from
+the clock port; nothing here knows which carrier is behind the telephony port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from voicecall.domain.call import Call, CallDirection, CallMode, CallState, Speaker
+from voicecall.domain.errors import (
+    CallNotFound,
+    InvalidCallState,
+    TransientError,
+    VoiceCallError,
+)
+from voicecall.domain.events import (
+    CallActive,
+    CallAnswered,
+    CallDtmf,
+    CallEnded,
+    CallErrored,
+    CallEvent,
+    CallInitiated,
+    CallRinging,
+    CallSilence,
+    CallSpeaking,
+    CallSpeech,
+)
+from voicecall.domain.policy import InboundPolicy, OutboundPolicy
+from voicecall.domain.ports import (
+    CallStore,
+    CarrierStatusKind,
+    Clock,
+    DialRequest,
+    Responder,
+    TelephonyProvider,
+    TimerHandle,
+)
+from voicecall.domain.webhook import WebhookRequest, WebhookResponse
+from voicecall.services.events import EventFeed
+
+__all__ = ["CallService", "CallSettings", "call_to_dict"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_APOLOGY = "Sorry, I need a moment and could not answer that in time. Could you say it again?"
+
+
+@attrs.frozen
+class CallSettings:
+    """The numbers the service runs by, taken from the plugin config."""
+
+    from_number: str
+    outbound: OutboundPolicy
+    inbound: InboundPolicy
+    inbound_greeting: str = "Hello! How can I help you today?"
+    voice: str | None = None
+    max_duration_s: float = 300.0
+    ring_timeout_s: float = 30.0
+    transcript_timeout_s: float = 180.0
+    response_timeout_s: float = 30.0
+    stale_call_reaper_s: float = 120.0
+
+
+def call_to_dict(call: Call) -> dict[str, Any]:
+    """A call as ``status`` and ``list`` show it (SPEC §7)."""
+    return {
+        "callId": call.call_id,
+        "provider": call.provider,
+        "providerCallId": call.provider_call_id,
+        "direction": call.direction.value,
+        "state": call.state.value,
+        "from": call.from_number,
+        "to": call.to_number,
+        "mode": call.mode.value,
+        "startedAt": call.started_at,
+        "answeredAt": call.answered_at,
+        "endedAt": call.ended_at,
+        "endReason": call.end_reason,
+        "endDetail": call.end_detail,
+        "transcript": [
+            {"speaker": line.speaker.value, "text": line.text, "at": line.at}
+            for line in call.transcript
+        ],
+    }
+
+
+@attrs.define
+class _Runtime:
+    """What the service keeps in memory for a live call; all of it can be rebuilt on restart."""
+
+    lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
+    ready: asyncio.Event = attrs.Factory(asyncio.Event)
+    ended: asyncio.Event = attrs.Factory(asyncio.Event)
+    turn: asyncio.Future[str] | None = None
+    timers: dict[str, TimerHandle] = attrs.Factory(dict)
+    ending_as: CallState | None = None
+
+    def cancel_timers(self) -> None:
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+
+
+class CallService:
+    """Use cases behind the CLI, the RPC methods, the agent tool and the webhooks.
+
+    Args:
+        provider: the telephony adapter chosen by the container.
+        store: durable call state.
+        clock: time and timers.
+        responder: the agent that answers inbound callers.
+        feed: the live event feed (persisted log + subscribers).
+        settings: numbers and policies from the config.
+    """
+
+    def __init__(
+        self,
+        provider: TelephonyProvider,
+        store: CallStore,
+        clock: Clock,
+        responder: Responder,
+        feed: EventFeed,
+        settings: CallSettings,
+    ) -> None:
+        self.provider = provider
+        self.store = store
+        self.clock = clock
+        self.responder = responder
+        self.feed = feed
+        self.settings = settings
+        self._runtime: dict[str, _Runtime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: TimerHandle | None = None
+        self._started = False
+        self._create_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the store, restore live calls and reconcile each with the carrier.
+
+        A call the carrier says has ended is closed; one whose status cannot be learned is
+        kept; nothing is ever re-dialled.
+        """
+        await self.store.open()
+        self.provider.bind(self.apply_events)
+        self._started = True
+        for call in await self.store.list_calls(live_only=True, limit=10_000):
+            await self._reconcile(call, restoring=True)
+        self._arm_reaper()
+
+    async def stop(self) -> None:
+        """Cancel timers and background work, then close the carrier and the store."""
+        self._started = False
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for runtime in self._runtime.values():
+            runtime.cancel_timers()
+            if runtime.turn is not None and not runtime.turn.done():
+                runtime.turn.set_exception(TransientError("the gateway is shutting down"))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.provider.aclose()
+        self.feed.close()
+        await self.store.close()
+
+    # ------------------------------------------------------------------ queries
+
+    async def get(self, call_id: str) -> Call | None:
+        return await self.store.get(call_id)
+
+    async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
+        return await self.store.list_calls(live_only=live_only, limit=limit)
+
+    async def _require(self, call_id: str) -> Call:
+        if not isinstance(call_id, str) or not call_id:
+            raise CallNotFound(str(call_id))
+        call = await self.store.get(call_id)
+        if call is None:
+            raise CallNotFound(call_id)
+        return call
+
+    # ------------------------------------------------------------------ outbound
+
+    async def initiate(self, to: str | None, message: str, mode: str | None = None) -> Call:
+        """Place an outbound call.
+
+        Raises:
+            CallerError: bad number or mode, no message, or ``maxConcurrentCalls`` reached.
+            CarrierRejected / TransientError: the carrier refused; the call is recorded failed.
+        """
+        policy = self.settings.outbound
+        number = policy.resolve_callee(to)
+        call_mode = policy.resolve_mode(mode)
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidCallState("a message to speak is required")
+        # The capacity check and the insert are one step, so two racing requests cannot both
+        # take the last slot.
+        async with self._create_lock:
+            policy.check_capacity(await self.store.list_calls(live_only=True, limit=10_000))
+            now = self.clock.now()
+            call = Call(
+                call_id=str(uuid.uuid4()),
+                provider=self.provider.name,
+                direction=CallDirection.OUTBOUND,
+                from_number=self.settings.from_number,
+                to_number=number,
+                mode=call_mode,
+                started_at=now,
+                message=message.strip(),
+                last_activity_at=now,
+            )
+            runtime = self._runtime_for(call.call_id)
+            await self._commit(call, "call.created", {"call": call_to_dict(call)})
+        async with runtime.lock:
+            try:
+                result = await self.provider.dial(
+                    DialRequest(
+                        call_id=call.call_id,
+                        to_number=number,
+                        from_number=self.settings.from_number,
+                        mode=call_mode,
+                        message=call.message,
+                        ring_timeout_s=self.settings.ring_timeout_s,
+                    )
+                )
+            except VoiceCallError as err:
+                await self._end_locked(call, runtime, CallState.FAILED, detail=err.detail)
+                raise
+            call.provider_call_id = result.provider_call_id
+            await self._commit(call, "call.dialled", {"providerCallId": result.provider_call_id})
+            self._arm_ring_timer(call, runtime, self.settings.ring_timeout_s)
+        return call
+
+    async def continue_call(self, call_id: str, message: str) -> str:
+        """Speak ``message``, listen, and return the caller's next final transcript.
+
+        Waits for the call to connect first (within the ring timeout) when it has not yet.
+        """
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidCallState("a message to speak is required")
+        call = await self._require(call_id)
+        runtime = await self._await_ready(call)
+        if runtime.turn is not None and not runtime.turn.done():
+            raise InvalidCallState("a turn is already in progress on this call")
+        turn: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        runtime.turn = turn
+        async with runtime.lock:
+            call = await self._require(call_id)
+            if not call.is_live:
+                raise InvalidCallState(f"the call has ended ({call.state.value})")
+            await self._speak_locked(call, runtime, message.strip())
+            await self._listen_locked(call, runtime)
+        timeout_s = self.settings.transcript_timeout_s
+        timer = self.clock.schedule(
+            timeout_s,
+            lambda: _fail(
+                turn, InvalidCallState(f"no speech from the caller within {timeout_s:g} s")
+            ),
+        )
+        try:
+            return await turn
+        finally:
+            timer.cancel()
+            if runtime.turn is turn:
+                runtime.turn = None
+
+    async def speak(self, call_id: str, message: str) -> None:
+        """Say ``message`` on a connected call without waiting for a reply."""
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidCallState("a message to speak is required")
+        call = await self._require(call_id)
+        runtime = await self._await_ready(call)
+        async with runtime.lock:
+            call = await self._require(call_id)
+            if not call.is_live:
+                raise InvalidCallState(f"the call has ended ({call.state.value})")
+            was_listening = call.state is CallState.LISTENING
+            await self._speak_locked(call, runtime, message.strip())
+            if was_listening:
+                await self._listen_locked(call, runtime)
+
+    async def end(self, call_id: str) -> Call:
+        """Hang up. Ending a call that already ended is refused with its final state."""
+        call = await self._require(call_id)
+        if not call.is_live:
+            raise InvalidCallState(f"the call has already ended ({call.state.value})")
+        runtime = self._runtime_for(call_id)
+        async with runtime.lock:
+            call = await self._require(call_id)
+            if call.is_live:
+                await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
+        return call
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookResponse:
+        """Apply a verified webhook and return the carrier's expected answer."""
+        events = await self.provider.parse_webhook(request)
+        calls = await self.apply_events(events)
+        return self.provider.webhook_response(request, calls)
+
+    async def apply_events(self, events: Sequence[CallEvent]) -> list[Call]:
+        """Apply carrier events in order; repeats (by dedupe key) change nothing."""
+        touched: list[Call] = []
+        for event in events:
+            call = await self._apply_event(event)
+            if call is not None and all(c.call_id != call.call_id for c in touched):
+                touched.append(call)
+        return touched
+
+    async def _apply_event(self, event: CallEvent) -> Call | None:
+        if isinstance(event, CallInitiated) and event.direction is CallDirection.INBOUND:
+            return await self._inbound(event)
+        call = await self._resolve(event)
+        if call is None:
+            log.info("ignoring %s for an unknown call (%s)", event.type, event.provider_call_id)
+            return None
+        runtime = self._runtime_for(call.call_id)
+        async with runtime.lock:
+            call = await self._require(call.call_id)
+            if not await self.store.remember_event(event.key(), self.clock.now()):
+                log.debug("ignoring repeated event %s", event.key())
+                return call
+            await self._apply_to_call(call, runtime, event)
+        return call
+
+    async def _resolve(self, event: CallEvent) -> Call | None:
+        if event.call_id:
+            call = await self.store.get(event.call_id)
+            if call is not None:
+                return call
+        if event.provider_call_id:
+            return await self.store.find_by_provider_id(self.provider.name, event.provider_call_id)
+        return None
+
+    async def _apply_to_call(self, call: Call, runtime: _Runtime, event: CallEvent) -> None:
+        now = self.clock.now()
+        call.last_activity_at = now
+        if event.provider_call_id and call.provider_call_id != event.provider_call_id:
+            # Plivo and Twilio can hand out a request id first and the call's own id later.
+            call.provider_call_id = event.provider_call_id
+        if isinstance(event, CallInitiated):
+            await self._commit(call, "call.carrier", {"event": event.type})
+        elif isinstance(event, CallRinging):
+            await self._move(call, CallState.RINGING)
+        elif isinstance(event, CallAnswered | CallActive):
+            target = CallState.ANSWERED if isinstance(event, CallAnswered) else CallState.ACTIVE
+            first_connect = not call.state.is_connected
+            if await self._move(call, target) and first_connect and call.is_live:
+                runtime.timers.pop("ring", _NoTimer()).cancel()
+                self._arm_max_duration(call, runtime, self.settings.max_duration_s)
+                await self._on_connected(call, runtime)
+        elif isinstance(event, CallSpeaking):
+            await self._move(call, CallState.SPEAKING)
+        elif isinstance(event, CallSpeech):
+            await self._on_speech(call, runtime, event)
+        elif isinstance(event, CallSilence):
+            await self._commit(call, "call.silence", {"durationMs": event.duration_ms})
+        elif isinstance(event, CallDtmf):
+            await self._commit(call, "call.dtmf", {"digits": event.digits})
+        elif isinstance(event, CallEnded):
+            reason = runtime.ending_as or event.reason
+            await self._finish(call, runtime, reason, detail=event.detail)
+        elif isinstance(event, CallErrored):
+            if event.retryable:
+                await self._commit(call, "call.error", {"error": event.error, "retryable": True})
+            else:
+                await self._finish(call, runtime, CallState.ERROR, detail=event.error)
+
+    async def _inbound(self, event: CallInitiated) -> Call | None:
+        async with self._create_lock:
+            if event.provider_call_id:
+                known = await self.store.find_by_provider_id(
+                    self.provider.name, event.provider_call_id
+                )
+                if known is not None:
+                    return known
+            if not await self.store.remember_event(event.key(), self.clock.now()):
+                return None
+            now = self.clock.now()
+            decision = self.settings.inbound.decide(event.from_number)
+            live = await self.store.list_calls(live_only=True, limit=10_000)
+            accept = decision.accept
+            detail = decision.reason
+            if accept and len(live) >= self.settings.outbound.max_concurrent_calls:
+                accept = False
+                detail = "maxConcurrentCalls live calls already"
+            call = Call(
+                call_id=str(uuid.uuid4()),
+                provider=self.provider.name,
+                direction=CallDirection.INBOUND,
+                from_number=event.from_number,
+                to_number=event.to_number,
+                mode=CallMode.CONVERSATION,
+                started_at=now,
+                provider_call_id=event.provider_call_id,
+                last_activity_at=now,
+            )
+            runtime = self._runtime_for(call.call_id)
+            data = call_to_dict(call) | {"accepted": accept, "policy": detail}
+            await self._commit(call, "call.created", {"call": data})
+        async with runtime.lock:
+            if accept:
+                try:
+                    await self.provider.answer(call)
+                except VoiceCallError as err:
+                    await self._end_locked(call, runtime, CallState.ERROR, detail=err.detail)
+            else:
+                log.info("rejecting inbound call from %s: %s", event.from_number, detail)
+                try:
+                    await self.provider.reject(call)
+                except VoiceCallError as err:
+                    log.warning("carrier refused to reject the call: %s", err.detail)
+                await self._end_locked(
+                    call, runtime, CallState.HANGUP_BOT, detail=f"rejected: {detail}"
+                )
+        return call
+
+    # ------------------------------------------------------------------ reactions
+
+    async def _on_connected(self, call: Call, runtime: _Runtime) -> None:
+        try:
+            if call.direction is CallDirection.INBOUND:
+                await self._speak_locked(call, runtime, self.settings.inbound_greeting)
+                await self._listen_locked(call, runtime)
+            elif call.mode is CallMode.NOTIFY:
+                if call.message:
+                    await self._speak_locked(call, runtime, call.message)
+                self._arm_notify_hangup(call, runtime)
+            else:
+                if call.message:
+                    await self._speak_locked(call, runtime, call.message)
+                await self._listen_locked(call, runtime)
+        except VoiceCallError as err:
+            log.warning("call %s: carrier refused an action: %s", call.call_id, err.detail)
+            await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
+        runtime.ready.set()
+
+    async def _on_speech(self, call: Call, runtime: _Runtime, event: CallSpeech) -> None:
+        text = event.transcript.strip()
+        if not event.is_final:
+            await self._commit(call, "call.speech", {"transcript": text, "isFinal": False})
+            return
+        if not text:
+            return
+        call.add_transcript(Speaker.USER, text, self.clock.now())
+        await self._commit(
+            call,
+            "call.transcript",
+            {"speaker": "user", "text": text, "confidence": event.confidence},
+        )
+        if runtime.turn is not None and not runtime.turn.done():
+            runtime.turn.set_result(text)
+        elif call.direction is CallDirection.INBOUND and call.is_live:
+            self._spawn(self._auto_respond(call.call_id, text))
+
+    async def _auto_respond(self, call_id: str, utterance: str) -> None:
+        call = await self._require(call_id)
+        reply = await self._with_deadline(
+            self.responder.respond(call, utterance), self.settings.response_timeout_s
+        )
+        if reply is None:
+            log.warning("call %s: the responder did not answer in time", call_id)
+            reply = _APOLOGY
+        runtime = self._runtime_for(call_id)
+        async with runtime.lock:
+            call = await self._require(call_id)
+            if not call.is_live:
+                return
+            try:
+                await self._speak_locked(call, runtime, reply)
+                await self._listen_locked(call, runtime)
+            except VoiceCallError as err:
+                await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
+
+    async def _with_deadline(self, work: Awaitable[T], timeout_s: float) -> T | None:
+        """``work``'s result, or None if it takes longer than ``timeout_s`` by the clock."""
+        task = asyncio.ensure_future(work)
+        timer = self.clock.schedule(timeout_s, lambda: _cancel(task))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and not _current_task_cancelling():
+                return None
+            raise
+        except Exception:
+            log.exception("the responder failed")
+            return None
+        finally:
+            timer.cancel()
+
+    # ------------------------------------------------------------------ actions (lock held)
+
+    async def _speak_locked(self, call: Call, runtime: _Runtime, text: str) -> None:
+        call.transition(CallState.SPEAKING, self.clock.now())
+        call.add_transcript(Speaker.BOT, text, self.clock.now())
+        await self._commit(call, "call.transcript", {"speaker": "bot", "text": text})
+        await self.provider.speak(call, text, self.settings.voice)
+
+    async def _listen_locked(self, call: Call, runtime: _Runtime) -> None:
+        if call.transition(CallState.LISTENING, self.clock.now()):
+            await self._commit(call, "call.state", {"state": call.state.value})
+        await self.provider.listen(call)
+
+    async def _hangup_locked(self, call: Call, runtime: _Runtime, reason: CallState) -> None:
+        runtime.ending_as = reason
+        try:
+            await self.provider.hangup(call)
+        except VoiceCallError:
+            runtime.ending_as = None
+            raise
+        await self._finish(call, runtime, reason)
+
+    async def _end_locked(
+        self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
+    ) -> None:
+        await self._finish(call, runtime, reason, detail=detail)
+
+    async def _finish(
+        self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
+    ) -> None:
+        if not call.transition(reason, self.clock.now(), detail=detail):
+            return
+        runtime.cancel_timers()
+        await self._commit(
+            call,
+            "call.state",
+            {"state": call.state.value, "endReason": call.end_reason}
+            | ({"endDetail": detail} if detail else {}),
+        )
+        runtime.ended.set()
+        runtime.ready.set()
+        if runtime.turn is not None and not runtime.turn.done():
+            runtime.turn.set_exception(InvalidCallState(f"the call ended ({reason.value})"))
+        self._runtime.pop(call.call_id, None)
+
+    async def _move(self, call: Call, target: CallState) -> bool:
+        if not call.transition(target, self.clock.now()):
+            return False
+        await self._commit(call, "call.state", {"state": call.state.value})
+        return True
+
+    async def _commit(self, call: Call, log_type: str, data: dict[str, Any]) -> None:
+        """Persist the call, then log and publish the change: durable before acknowledged."""
+        await self.store.save(call)
+        await self.feed.publish(call.call_id, log_type, self.clock.now(), data)
+
+    # ------------------------------------------------------------------ timers
+
+    def _arm_ring_timer(self, call: Call, runtime: _Runtime, delay_s: float) -> None:
+        runtime.timers["ring"] = self.clock.schedule(
+            max(delay_s, 0.0), lambda: self._timed_end(call.call_id, CallState.NO_ANSWER, "ring")
+        )
+
+    def _arm_max_duration(self, call: Call, runtime: _Runtime, delay_s: float) -> None:
+        runtime.timers["max_duration"] = self.clock.schedule(
+            max(delay_s, 0.0),
+            lambda: self._timed_end(call.call_id, CallState.TIMEOUT, "max_duration"),
+        )
+
+    def _arm_notify_hangup(self, call: Call, runtime: _Runtime) -> None:
+        runtime.timers["notify"] = self.clock.schedule(
+            self.settings.outbound.notify_hangup_delay_sec,
+            lambda: self._timed_end(call.call_id, CallState.COMPLETED, "notify"),
+        )
+
+    async def _timed_end(self, call_id: str, reason: CallState, timer: str) -> None:
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            return
+        async with runtime.lock:
+            runtime.timers.pop(timer, None)
+            call = await self.store.get(call_id)
+            if call is None or not call.is_live:
+                return
+            if reason is CallState.NO_ANSWER and call.state.is_connected:
+                return
+            try:
+                await self._hangup_locked(call, runtime, reason)
+            except VoiceCallError as err:
+                # The carrier could not be reached; try again shortly rather than pretend.
+                log.warning("call %s: hang-up failed (%s); retrying in 5 s", call_id, err.detail)
+                runtime.timers[timer] = self.clock.schedule(
+                    5.0, lambda: self._timed_end(call_id, reason, timer)
+                )
+
+    def _arm_reaper(self) -> None:
+        period = max(self.settings.stale_call_reaper_s / 2, 1.0)
+        self._reaper = self.clock.schedule(period, self._reap)
+
+    async def _reap(self) -> None:
+        try:
+            now = self.clock.now()
+            for call in await self.store.list_calls(live_only=True, limit=10_000):
+                last = call.last_activity_at or call.started_at
+                if now - last >= self.settings.stale_call_reaper_s:
+                    await self._reconcile(call, restoring=False)
+        except Exception:
+            log.exception("stale-call reaper failed")
+        finally:
+            if self._started:
+                self._arm_reaper()
+
+    async def _reconcile(self, call: Call, *, restoring: bool) -> None:
+        """Check a call with the carrier; close it if the carrier says it is over."""
+        runtime = self._runtime_for(call.call_id)
+        status = await self.provider.status(call)
+        async with runtime.lock:
+            fresh = await self.store.get(call.call_id)
+            if fresh is None or not fresh.is_live:
+                return
+            call = fresh
+            now = self.clock.now()
+            if status.kind is CarrierStatusKind.ENDED:
+                detail = "the carrier reports the call ended" + (
+                    " while the gateway was down" if restoring else ""
+                )
+                await self._finish(
+                    call, runtime, status.end_state or CallState.COMPLETED, detail=detail
+                )
+                return
+            if not restoring:
+                if status.kind is CarrierStatusKind.LIVE:
+                    call.last_activity_at = now
+                    await self.store.save(call)
+                else:
+                    await self._finish(
+                        call,
+                        runtime,
+                        CallState.ERROR,
+                        detail="stale: no carrier activity and the carrier status is unknown",
+                    )
+                return
+            await self._commit(
+                call,
+                "call.restored",
+                {"carrierStatus": status.kind.value, "state": call.state.value},
+            )
+            self._rearm(call, runtime, now)
+
+    def _rearm(self, call: Call, runtime: _Runtime, now: float) -> None:
+        if call.state.is_connected and call.answered_at is not None:
+            remaining = call.answered_at + self.settings.max_duration_s - now
+            self._arm_max_duration(call, runtime, remaining)
+            if call.mode is CallMode.NOTIFY and call.direction is CallDirection.OUTBOUND:
+                self._arm_notify_hangup(call, runtime)
+            runtime.ready.set()
+        elif call.direction is CallDirection.OUTBOUND:
+            self._arm_ring_timer(
+                call, runtime, call.started_at + self.settings.ring_timeout_s - now
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _await_ready(self, call: Call) -> _Runtime:
+        if not call.is_live:
+            raise InvalidCallState(f"the call has ended ({call.state.value})")
+        runtime = self._runtime_for(call.call_id)
+        if call.state.is_connected and call.state is not CallState.ANSWERED:
+            runtime.ready.set()
+        if not runtime.ready.is_set():
+            waiter = asyncio.ensure_future(runtime.ready.wait())
+            timer = self.clock.schedule(self.settings.ring_timeout_s, lambda: _cancel(waiter))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if _current_task_cancelling():
+                    raise
+                raise InvalidCallState("the call has not been answered yet") from None
+            finally:
+                timer.cancel()
+        call = await self._require(call.call_id)
+        if not call.is_live:
+            raise InvalidCallState(f"the call has ended ({call.state.value})")
+        return self._runtime_for(call.call_id)
+
+    def _runtime_for(self, call_id: str) -> _Runtime:
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            runtime = self._runtime[call_id] = _Runtime()
+        return runtime
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background call work failed", exc_info=task.exception())
+
+
+class _NoTimer:
+    def cancel(self) -> None:
+        return None
+
+
+def _cancel(future: asyncio.Future[Any]) -> None:
+    future.cancel()
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,159 @@
+"""End-to-end rig: ``voicecall serve`` as a real subprocess on free loopback ports, driven by
+the real CLI, each in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ALLOWED = "+15551230001"
+CALLEE = "+15557654321"
+REPLIES = ("Yes, I have a minute.", "Noon works for me.", "Bye!")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, store: Path, **overrides: Any) -> dict[str, Any]:
+    plugin: dict[str, Any] = {
+        "enabled": True,
+        "provider": "mock",
+        "fromNumber": "+15550100000",
+        "toNumber": CALLEE,
+        "serve": {"port": free_port(), "bind": "127.0.0.1", "path": "/voice/webhook"},
+        "inboundPolicy": "allowlist",
+        "allowFrom": [ALLOWED],
+        "outbound": {"notifyHangupDelaySec": 0.2},
+        "maxConcurrentCalls": 1,
+        "store": str(store),
+        "mock": {"answerDelayMs": 50, "replies": list(REPLIES)},
+    }
+    plugin.update(overrides)
+    document = {
+        "plugins": {"entries": {"voice-call": {"config": plugin}}},
+        "gateway": {"bind": "127.0.0.1", "port": free_port()},
+    }
+    # JSON5 niceties on purpose: the loader must take a commented file.
+    path.write_text("// voicecall e2e config\n" + json.dumps(document, indent=2) + "\n")
+    return document
+
+
+class Gateway:
+    """One ``voicecall serve`` process and a CLI bound to its config."""
+
+    def __init__(self, tmp: Path, **overrides: Any) -> None:
+        self.tmp = tmp
+        self.config_path = tmp / "openclaw.json"
+        self.store = tmp / "store"
+        self.document = write_config(self.config_path, self.store, **overrides)
+        self.port = self.document["gateway"]["port"]
+        self.webhook_port = self.document["plugins"]["entries"]["voice-call"]["config"]["serve"][
+            "port"
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp / "serve.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECALL_")}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voicecall", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"serve did not come up:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "voicecall", *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
+
+    def cli_json(self, *args: str) -> dict[str, Any]:
+        result = self.cli(*args)
+        assert result.returncode == 0, result.stderr
+        payload: dict[str, Any] = json.loads(result.stdout)
+        return payload
+
+    def token(self) -> str:
+        return (self.store / "gateway-token").read_text().strip()
+
+    def wait_state(self, call_id: str, *states: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.rpc("voicecall.status", {"callId": call_id})
+            call: dict[str, Any] = status["payload"]["call"]
+            if call["state"] in states:
+                return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call stuck in {call['state']}, wanted {states}")
+            time.sleep(0.05)
+
+    def rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}/rpc",
+            json={"method": method, "params": params},
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def mock_dials(self) -> int:
+        state = json.loads((self.store / "mock-carrier.json").read_text())
+        return len(state["dials"])
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path)
+    gw.start()
+    yield gw
+    if gw.process is not None:
+        gw.stop()

@@ -1,0 +1,88 @@
+"""Inbound and outbound policies, including withheld and malformed caller IDs."""
+
+from __future__ import annotations
+
+import pytest
+
+from voicecall.domain.call import CallMode
+from voicecall.domain.errors import CallerError, ConcurrencyLimitReached
+from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy, is_e164
+
+ALLOWED = "+15551230001"
+
+
+@pytest.mark.parametrize(
+    ("number", "ok"),
+    [
+        ("+15551230001", True),
+        ("+12", True),
+        ("+123456789012345", True),
+        ("+1234567890123456", False),  # 16 digits
+        ("+05551230001", False),
+        ("15551230001", False),
+        ("+1 555 123 0001", False),
+        ("+1555123000a", False),
+        ("+", False),
+        ("", False),
+        (None, False),
+        (15551230001, False),
+        ("+15551230001\n", False),
+        (" +15551230001", False),
+    ],
+)
+def test_is_e164(number: object, ok: bool) -> None:
+    assert is_e164(number) is ok
+
+
+ALLOWLIST = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({ALLOWED}))
+
+
+@pytest.mark.parametrize(
+    ("policy", "caller", "accept"),
+    [
+        (InboundPolicy(InboundPolicyMode.DISABLED, frozenset({ALLOWED})), ALLOWED, False),
+        (InboundPolicy(InboundPolicyMode.OPEN), "+15559999999", True),
+        (InboundPolicy(InboundPolicyMode.OPEN), None, True),
+        (ALLOWLIST, ALLOWED, True),
+        (ALLOWLIST, "+15551230002", False),
+        (ALLOWLIST, None, False),  # withheld
+        (ALLOWLIST, "", False),
+        (ALLOWLIST, "anonymous", False),
+        (ALLOWLIST, "15551230001", False),  # missing +
+        (ALLOWLIST, "+1555123000", False),  # prefix of an allowed number
+        (ALLOWLIST, "+155512300011", False),  # allowed number plus a digit
+        (ALLOWLIST, "+15551230001 ", False),
+        (
+            InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({"anonymous", ""})),
+            "anonymous",
+            False,
+        ),
+        (InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({"", "x"})), "", False),
+    ],
+)
+def test_inbound_policy(policy: InboundPolicy, caller: str | None, accept: bool) -> None:
+    decision = policy.decide(caller)
+    assert decision.accept is accept
+    assert decision.reason
+
+
+def test_outbound_resolves_callee_and_mode() -> None:
+    policy = OutboundPolicy(default_to=ALLOWED, default_mode=CallMode.CONVERSATION)
+    assert policy.resolve_callee(None) == ALLOWED
+    assert policy.resolve_callee("+15557654321") == "+15557654321"
+    assert policy.resolve_mode(None) is CallMode.CONVERSATION
+    assert policy.resolve_mode("notify") is CallMode.NOTIFY
+    with pytest.raises(CallerError, match=r"E\.164"):
+        policy.resolve_callee("555-1234")
+    with pytest.raises(CallerError, match="mode"):
+        policy.resolve_mode("shout")
+    with pytest.raises(CallerError, match="toNumber"):
+        OutboundPolicy().resolve_callee(None)
+
+
+def test_outbound_capacity() -> None:
+    policy = OutboundPolicy(max_concurrent_calls=2)
+    policy.check_capacity([])
+    policy.check_capacity(["a"])
+    with pytest.raises(ConcurrencyLimitReached, match="maxConcurrentCalls is 2"):
+        policy.check_capacity(["a", "b"])
