@@ -730,6 +730,13 @@ def _check_voice(voice: VoiceCallConfig) -> None:
             )
     if provider != "mock" and not voice.from_number:
         raise ConfigError(f"{_VOICE_PATH}.fromNumber", f'required for provider "{provider}"')
+    if provider != "mock" and not voice.public_url:
+        # Carriers are told where to send webhooks on every call; without the public URL
+        # nothing they send could reach us (or be verified against the URL they signed).
+        raise ConfigError(
+            f"{_VOICE_PATH}.publicUrl",
+            f'required for provider "{provider}" (the webhook URL the carrier calls)',
+        )
     if voice.tunnel.allow_ngrok_free_tier_loopback_bypass and voice.tunnel.provider != "ngrok":
         raise ConfigError(
             f"{_VOICE_PATH}.tunnel.allowNgrokFreeTierLoopbackBypass",

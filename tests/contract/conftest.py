@@ -8,44 +8,70 @@ functions can assert the same behaviour everywhere.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import pytest
 
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
+from voicecall.config import AppConfig, parse_config
+from voicecall.container import call_settings
 from voicecall.domain.call import Call, CallState
-from voicecall.domain.events import CallEvent
-from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy
-from voicecall.domain.ports import TelephonyProvider
-from voicecall.services.calls import CallService, CallSettings
+from voicecall.domain.ports import Clock, TelephonyProvider
+from voicecall.entrypoints.webhook_app import create_webhook_app
+from voicecall.services.calls import CallService
 from voicecall.services.events import EventFeed
 
 ALLOWED = "+15551230001"
 CALLEE = "+15557654321"
 REPLIES = ("Yes, I can talk.", "Noon works.", "Bye now.")
 
-# The adapters the contract suite covers; the guard test keeps this equal to the container's.
-TELEPHONY_ADAPTERS = ["mock"]
 
 
 class CarrierHarness(Protocol):
+    """How the contract suite drives one carrier.
+
+    ``build`` starts the carrier side (the mock is its own carrier; a real adapter gets its
+    simulator, scripted with ``outcome`` and ``REPLIES``), points the carrier's webhook
+    deliveries at ``webhook`` (our real webhook door, in-process) and returns our adapter.
+    """
+
     name: str
 
-    def build(self, outcome: str) -> TelephonyProvider: ...
+    def plugin_config(self) -> dict[str, Any]:
+        """Plugin config keys this carrier needs (provider, credentials, URLs)."""
 
-    def heard(self, call: Call) -> list[str]: ...
+    def build(
+        self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
+    ) -> TelephonyProvider: ...
 
-    def ring_inbound(self, from_number: str | None) -> CallEvent: ...
+    def heard(self, call: Call) -> list[str]:
+        """What the callee heard on the call, in order."""
 
-    def rejections(self, call: Call) -> int: ...
+    async def ring_inbound(self, from_number: str | None) -> None:
+        """The carrier delivers an inbound call from ``from_number`` to our webhook."""
 
-    def break_carrier(self) -> None: ...
+    def rejections(self, call: Call) -> int:
+        """How many times the carrier was asked to reject/hang up this inbound call."""
+
+    def break_carrier(self) -> None:
+        """From now on the carrier's REST API answers 5xx."""
+
+    async def redeliver_last_webhook(self) -> httpx.Response:
+        """Send the last webhook again, byte for byte (a carrier retry)."""
+
+    async def forge_webhook(self, call: Call) -> httpx.Response:
+        """Send a webhook that would add the caller speech "FORGED" to ``call``, with a wrong
+        signature."""
 
     async def aclose(self) -> None: ...
 
@@ -56,11 +82,19 @@ class MockHarness:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.carrier: MockTelephony | None = None
+        self.webhook: httpx.AsyncClient | None = None
+        self.last: bytes | None = None
 
-    def build(self, outcome: str) -> MockTelephony:
+    def plugin_config(self) -> dict[str, Any]:
+        return {"provider": "mock"}
+
+    def build(
+        self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
+    ) -> MockTelephony:
+        self.webhook = webhook
         self.carrier = MockTelephony(
             MockSettings(answer_delay_ms=20, outcome=outcome, replies=REPLIES),
-            SystemClock(),
+            clock,
             self.tmp / "mock-carrier.json",
         )
         return self.carrier
@@ -69,9 +103,24 @@ class MockHarness:
         assert self.carrier is not None
         return self.carrier.heard(call.provider_call_id or "")
 
-    def ring_inbound(self, from_number: str | None) -> CallEvent:
-        assert self.carrier is not None
-        return self.carrier.simulate_inbound(from_number, "+15550100000")
+    async def ring_inbound(self, from_number: str | None) -> None:
+        event: dict[str, Any] = {
+            "type": "call.initiated",
+            "providerCallId": f"mock-in-{uuid.uuid4().hex[:12]}",
+            "direction": "inbound",
+            "to": "+15550100000",
+        }
+        if from_number is not None:
+            event["from"] = from_number
+        self.last = json.dumps({"event": event}).encode()
+        await self._post(self.last)
+
+    async def _post(self, body: bytes) -> httpx.Response:
+        assert self.webhook is not None
+        response = await self.webhook.post(
+            "/voice/webhook", content=body, headers={"content-type": "application/json"}
+        )
+        return response
 
     def rejections(self, call: Call) -> int:
         assert self.carrier is not None
@@ -81,19 +130,39 @@ class MockHarness:
         assert self.carrier is not None
         self.carrier.unavailable = True
 
+    async def redeliver_last_webhook(self) -> httpx.Response:
+        assert self.last is not None
+        return await self._post(self.last)
+
+    async def forge_webhook(self, call: Call) -> httpx.Response:
+        raise NotImplementedError("the mock carrier signs nothing")
+
     async def aclose(self) -> None:
         return None
 
 
 HARNESSES: dict[str, type[Any]] = {"mock": MockHarness}
+# Each real carrier brings its harness (adapter + simulator) in tests/contract/harness_<name>.py.
+for _carrier in ("twilio", "telnyx", "plivo"):
+    try:
+        _module = importlib.import_module(f"tests.contract.harness_{_carrier}")
+    except ModuleNotFoundError as _missing:
+        if _missing.name != f"tests.contract.harness_{_carrier}":
+            raise
+        continue
+    HARNESSES[_carrier] = _module.Harness
+
+# The adapters the contract suite covers; the guard test keeps this equal to the container's.
+TELEPHONY_ADAPTERS = sorted(HARNESSES)
 
 
 class Line:
-    """A call service over one adapter, with helpers to wait for states in real time."""
+    """A call service over one adapter behind the real webhook door, with waiting helpers."""
 
-    def __init__(self, harness: CarrierHarness, service: CallService) -> None:
+    def __init__(self, harness: CarrierHarness, service: CallService, webhook: httpx.AsyncClient):
         self.harness = harness
         self.service = service
+        self.webhook = webhook
 
     async def wait_state(self, call_id: str, *wanted: CallState, within: float = 5.0) -> Call:
         deadline = time.monotonic() + within
@@ -106,6 +175,27 @@ class Line:
                 raise AssertionError(f"call stuck in {call.state.value}, wanted {wanted}")
             await asyncio.sleep(0.01)
 
+    async def wait_for(self, predicate: Any, within: float = 5.0) -> None:
+        deadline = time.monotonic() + within
+        while not await _maybe_await(predicate()):
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.01)
+
+    async def only_call(self) -> Call:
+        await self.wait_for(self._has_call)
+        [call] = await self.service.list_calls()
+        return call
+
+    async def _has_call(self) -> bool:
+        return len(await self.service.list_calls()) == 1
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value):
+        return await value
+    return value
+
 
 @pytest.fixture(params=TELEPHONY_ADAPTERS)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> CarrierHarness:
@@ -113,25 +203,53 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> CarrierHarness:
     return harness
 
 
+def line_config(harness: CarrierHarness, tmp: Path) -> AppConfig:
+    plugin: dict[str, Any] = {
+        "enabled": True,
+        "fromNumber": "+15550100000",
+        "inboundPolicy": "allowlist",
+        "allowFrom": [ALLOWED],
+        "maxConcurrentCalls": 2,
+        "outbound": {"notifyHangupDelaySec": 0.05},
+        "ringTimeoutMs": 5000,
+        "transcriptTimeoutMs": 5000,
+        "store": str(tmp / "store"),
+        "serve": {"bind": "127.0.0.1", "port": 3334, "path": "/voice/webhook"},
+    }
+    plugin.update(harness.plugin_config())
+    return parse_config({"plugins": {"entries": {"voice-call": {"config": plugin}}}}, env={})
+
+
 async def open_line(harness: CarrierHarness, tmp: Path, outcome: str = "answer") -> Line:
-    provider = harness.build(outcome)
+    config = line_config(harness, tmp)
+    clock = SystemClock()
+    door = _LateApp()
+    webhook = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=door, client=("127.0.0.1", 40123)),
+        base_url="http://127.0.0.1:3334",
+    )
+    provider = harness.build(config, clock, outcome, webhook)
     store = SqliteCallStore(tmp / "store")
     service = CallService(
         provider=provider,
         store=store,
-        clock=SystemClock(),
+        clock=clock,
         responder=RuleBasedResponder(),
         feed=EventFeed(store),
-        settings=CallSettings(
-            from_number="+15550100000",
-            outbound=OutboundPolicy(max_concurrent_calls=2, notify_hangup_delay_sec=0.05),
-            inbound=InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({ALLOWED})),
-            ring_timeout_s=5.0,
-            transcript_timeout_s=5.0,
-        ),
+        settings=call_settings(config),
     )
+    door.app = create_webhook_app(service, config)
     await service.start()
-    return Line(harness, service)
+    return Line(harness, service, webhook)
+
+
+class _LateApp:
+    """The webhook app, filled in once the service exists (the carrier needs the URL first)."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture
@@ -139,4 +257,5 @@ async def line(harness: CarrierHarness, tmp_path: Path) -> AsyncIterator[Line]:
     opened = await open_line(harness, tmp_path)
     yield opened
     await opened.service.stop()
+    await opened.webhook.aclose()
     await harness.aclose()

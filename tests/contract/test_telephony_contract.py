@@ -22,10 +22,10 @@ def test_guard_every_container_adapter_is_under_contract() -> None:
     assert set(TELEPHONY_ADAPTERS) == set(telephony_names())
 
 
-def test_adapter_satisfies_the_port(harness: CarrierHarness) -> None:
-    provider = harness.build("answer")
+async def test_adapter_satisfies_the_port(line: Line) -> None:
+    provider = line.service.provider
     assert isinstance(provider, TelephonyProvider)
-    assert provider.name == harness.name
+    assert provider.name == line.harness.name
 
 
 async def test_notify_lifecycle_reaches_completed_with_the_message_heard(line: Line) -> None:
@@ -49,24 +49,31 @@ async def test_conversation_turn_returns_the_callers_speech(line: Line) -> None:
 
 
 async def test_inbound_accepted_hears_the_greeting(line: Line) -> None:
-    [call] = await line.service.apply_events([line.harness.ring_inbound(ALLOWED)])
-    await line.wait_state(call.call_id, CallState.LISTENING, CallState.SPEAKING)
-    for _ in range(100):
-        live = await line.service.get(call.call_id)
-        assert live is not None
-        if line.harness.heard(live):
-            break
-        await asyncio.sleep(0.01)
-    assert line.harness.heard(live)[0] == "Hello! How can I help you today?"
+    await line.harness.ring_inbound(ALLOWED)
+    call = await line.only_call()
+    assert call.direction.value == "inbound" and call.from_number == ALLOWED
+    await line.wait_state(call.call_id, CallState.LISTENING)
+    await line.wait_for(lambda: line.harness.heard(call))
+    assert line.harness.heard(call)[0] == "Hello! How can I help you today?"
 
 
 async def test_inbound_rejected_is_hung_up_once(line: Line) -> None:
-    event = line.harness.ring_inbound("+15559990000")
-    [call] = await line.service.apply_events([event])
-    assert call.state is CallState.HANGUP_BOT
-    await line.service.apply_events([event])
+    await line.harness.ring_inbound("+15559990000")
+    call = await line.only_call()
+    final = await line.wait_state(call.call_id, CallState.HANGUP_BOT)
+    assert (final.end_detail or "").startswith("rejected")
+    retry = await line.harness.redeliver_last_webhook()
+    assert retry.status_code < 500
+    await asyncio.sleep(0.1)
     assert line.harness.rejections(call) == 1
     assert line.harness.heard(call) == []
+    assert len(await line.service.list_calls()) == 1
+
+
+async def test_withheld_caller_is_rejected(line: Line) -> None:
+    await line.harness.ring_inbound(None)
+    call = await line.only_call()
+    await line.wait_state(call.call_id, CallState.HANGUP_BOT)
 
 
 @pytest.mark.parametrize(
@@ -109,9 +116,31 @@ async def test_status_after_the_end(line: Line) -> None:
     assert status.kind is CarrierStatusKind.ENDED
 
 
-async def test_a_duplicated_event_changes_nothing(line: Line) -> None:
-    event = line.harness.ring_inbound(ALLOWED)
-    [call] = await line.service.apply_events([event])
-    again = await line.service.apply_events([event])
-    assert [c.call_id for c in again] == [call.call_id]
+async def test_a_duplicated_webhook_changes_nothing(line: Line) -> None:
+    await line.harness.ring_inbound(ALLOWED)
+    call = await line.only_call()
+    await line.wait_state(call.call_id, CallState.LISTENING)
+    before = await line.service.get(call.call_id)
+    again = await line.harness.redeliver_last_webhook()
+    assert again.status_code == 200
+    await asyncio.sleep(0.1)
+    assert len(await line.service.list_calls()) == 1
+    after = await line.service.get(call.call_id)
+    assert after is not None and before is not None
+    assert after.transcript[: len(before.transcript)] == before.transcript
+    assert [t.text for t in after.transcript].count("Hello! How can I help you today?") == 1
+
+
+async def test_a_forged_webhook_is_refused_and_changes_nothing(line: Line) -> None:
+    if not line.service.provider.signs_webhooks:
+        pytest.skip("the offline mock carrier signs nothing by design (SPEC §4)")
+    await line.harness.ring_inbound(ALLOWED)
+    call = await line.only_call()
+    await line.wait_state(call.call_id, CallState.LISTENING)
+    forged = await line.harness.forge_webhook(call)
+    assert forged.status_code == 401
+    await asyncio.sleep(0.1)
+    after = await line.service.get(call.call_id)
+    assert after is not None
+    assert all("FORGED" not in t.text for t in after.transcript)
     assert len(await line.service.list_calls()) == 1

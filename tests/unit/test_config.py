@@ -606,7 +606,14 @@ CARRIER_ENV = {
 @pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo"])
 def test_env_fills_carrier_credentials(provider: str) -> None:
     config = parse_config(
-        plugin({"provider": provider, "fromNumber": "+15550001111"}), dict(CARRIER_ENV)
+        plugin(
+            {
+                "provider": provider,
+                "fromNumber": "+15550001111",
+                "publicUrl": "https://voice.example.com/voice/webhook",
+            }
+        ),
+        dict(CARRIER_ENV),
     )
     voice = config.voice
     assert voice.provider == provider
@@ -638,6 +645,7 @@ def test_telnyx_public_key_not_needed_when_signatures_are_skipped() -> None:
                 "provider": "telnyx",
                 "fromNumber": "+15550001111",
                 "telnyx": {"apiKey": "k", "connectionId": "c"},
+                "publicUrl": "https://voice.example.com/voice/webhook",
                 "skipSignatureVerification": True,
             }
         ),
@@ -832,3 +840,12 @@ def test_validation_error_from_a_file_names_the_json_path(tmp_path: pathlib.Path
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), env={})
     assert str(caught.value) == f"{VC}.serve.port: expected an integer"
+
+
+def test_real_carriers_need_the_public_url() -> None:
+    message = error_of(
+        plugin({"provider": "plivo", "fromNumber": "+15550001111"}), dict(CARRIER_ENV)
+    )
+    assert message == (
+        f'{VC}.publicUrl: required for provider "plivo" (the webhook URL the carrier calls)'
+    )

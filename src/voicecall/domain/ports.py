@@ -6,13 +6,14 @@ Adapters satisfy these structurally; none inherits from them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from voicecall.domain.call import Call, CallMode, CallState
 from voicecall.domain.events import CallEvent
+from voicecall.domain.signed_url import Verification
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -98,6 +99,8 @@ class TelephonyProvider(Protocol):
     """
 
     name: str
+    signs_webhooks: bool
+    """False only for the offline mock, whose webhook takes unsigned events."""
 
     def bind(self, sink: EventSink) -> None:
         """Give the adapter the sink for events it learns of outside webhooks."""
@@ -122,6 +125,12 @@ class TelephonyProvider(Protocol):
 
     async def status(self, call: Call) -> CarrierStatus:
         """Ask the carrier about the call; ``unknown`` on timeouts and 5xx, never raises."""
+
+    def has_signature_headers(self, header_names: Iterable[str]) -> bool:
+        """Whether the headers needed to verify are present; checked before the body is read."""
+
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        """Check the carrier's signature over the request; never raises."""
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
         """Turn a verified webhook into normalised events; ``CallerError`` when malformed."""

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from voicecall.domain.ports import (
     DialResult,
     EventSink,
 )
+from voicecall.domain.signed_url import Verification
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = ["MockSettings", "MockTelephony", "parse_normalised_event"]
@@ -99,6 +100,7 @@ class MockTelephony:
     """
 
     name = "mock"
+    signs_webhooks = False
 
     def __init__(self, settings: MockSettings, clock: Clock, state_path: Path | None = None):
         self.settings = settings
@@ -211,6 +213,13 @@ class MockTelephony:
             end = CallState(sim.end_state) if sim.end_state else CallState.COMPLETED
             return CarrierStatus(CarrierStatusKind.ENDED, end_state=end)
         return CarrierStatus(CarrierStatusKind.LIVE)
+
+    def has_signature_headers(self, header_names: Iterable[str]) -> bool:
+        return True
+
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        # The mock exists for offline use and signs nothing; see the module docstring.
+        return Verification(ok=True, reason="the mock carrier signs nothing")
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
         try:
