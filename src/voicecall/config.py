@@ -35,6 +35,8 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
+from voicecall.domain.signed_url import UrlTrustSettings
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_RESPONSE_SYSTEM_PROMPT",
@@ -61,6 +63,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "resolve_config_path",
+    "url_trust_settings",
 ]
 
 DEFAULT_CONFIG_PATH: Final = "~/.openclaw/openclaw.json"
@@ -849,3 +852,17 @@ def load_config(
         detail = re.sub(r"^<string>:(\d+) ", r"line \1: ", str(exc))
         raise ConfigError(source, f"invalid JSON5: {detail}") from None
     return parse_config(data, env, source)
+
+
+def url_trust_settings(voice: VoiceCallConfig) -> UrlTrustSettings:
+    """What the webhook door may trust when rebuilding the URL a carrier signed (SPEC §4)."""
+    security = voice.webhook_security
+    return UrlTrustSettings(
+        public_url=voice.public_url,
+        allowed_hosts=tuple(security.allowed_hosts),
+        trust_forwarding_headers=security.trust_forwarding_headers,
+        trusted_proxy_ips=tuple(security.trusted_proxy_ips),
+        tunnel_provider=voice.tunnel.provider,
+        allow_ngrok_free_tier_loopback_bypass=voice.tunnel.allow_ngrok_free_tier_loopback_bypass,
+        serve_bind=voice.serve.bind,
+    )

@@ -36,7 +36,6 @@ CALLEE = "+15557654321"
 REPLIES = ("Yes, I can talk.", "Noon works.", "Bye now.")
 
 
-
 class CarrierHarness(Protocol):
     """How the contract suite drives one carrier.
 

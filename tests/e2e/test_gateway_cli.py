@@ -183,6 +183,26 @@ def test_bad_config_exits_2_naming_the_path(tmp_path: Path) -> None:
     assert not gw.store.exists()
 
 
+def test_skipping_signatures_on_a_public_bind_is_refused(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    write_config(
+        gw.config_path,
+        gw.store,
+        skipSignatureVerification=True,
+        serve={"bind": "0.0.0.0", "port": 3334},
+    )
+    result = gw.cli("serve")
+    assert result.returncode == 2
+    assert "skipSignatureVerification: only allowed when serve.bind is a loopback" in result.stderr
+
+
+def test_skipping_signatures_is_announced_loudly(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, skipSignatureVerification=True)
+    gw.start()
+    gw.stop()
+    assert "skipSignatureVerification is ON" in gw.log_path.read_text()
+
+
 def test_sigterm_shuts_down_cleanly(gateway: Gateway) -> None:
     assert gateway.stop(signal.SIGTERM) == 0
     assert "state flushed" in gateway.log_path.read_text()

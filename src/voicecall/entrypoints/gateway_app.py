@@ -14,7 +14,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import WebSocketDisconnect
 
 from voicecall.domain.ports import EventRecord
@@ -74,12 +74,16 @@ async def rpc(
 
 
 @get("/health")
-async def health(plugin: VoiceCallPlugin) -> dict[str, Any]:
+async def health(plugin: NamedDependency[VoiceCallPlugin]) -> dict[str, Any]:
     return {"ok": True, "provider": plugin.service.provider.name}
 
 
 @websocket("/events")
-async def events(socket: WebSocket[Any, Any, Any], plugin: VoiceCallPlugin, token: str) -> None:
+async def events(
+    socket: WebSocket[Any, Any, Any],
+    plugin: NamedDependency[VoiceCallPlugin],
+    token: NamedDependency[str],
+) -> None:
     """Stream call events as JSON text frames; ``?since=N`` first replays the log after N."""
     presented = socket.headers.get("authorization")
     if presented is None and socket.query_params.get("token"):
@@ -138,4 +142,5 @@ def create_gateway_app(plugin: VoiceCallPlugin, token: str) -> Litestar:
         },
         debug=False,
         openapi_config=None,
+        logging_config=None,
     )

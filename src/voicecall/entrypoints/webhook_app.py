@@ -1,26 +1,49 @@
-"""The webhook listener: the carrier paths and nothing else (SPEC §4)."""
+"""The webhook listener: the carrier paths and nothing else (SPEC §4).
+
+Order matters here, and each step refuses as early and as cheaply as it can:
+
+1. routing: exact path (a trailing slash tolerated), POST only (405), other paths 404;
+2. a per-peer cap on requests in flight (429);
+3. the carrier's signature headers must be present before a byte of the body is read (401);
+4. the body is read with a size cap (413) and a stall timeout (408);
+5. the signature is verified against the URL the carrier signed (401, one log line naming the
+   URL(s) checked, never a secret);
+6. a verified request whose signature material was seen in the last 10 minutes is answered
+   exactly as before and causes nothing (replay);
+7. only then is the body parsed (400 when malformed) and applied.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections import Counter
 from typing import Any
 
 from litestar import Litestar, Request, Response, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from voicecall.config import AppConfig
 from voicecall.domain.errors import CallerError, VoiceCallError
+from voicecall.domain.replay import ReplayGuard
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.calls import CallService
 
-__all__ = ["MAX_WEBHOOK_BODY", "WebhookDoor", "create_webhook_app", "is_loopback_bind"]
+__all__ = [
+    "BODY_STALL_TIMEOUT_S",
+    "MAX_IN_FLIGHT_PER_PEER",
+    "MAX_WEBHOOK_BODY",
+    "WebhookDoor",
+    "create_webhook_app",
+    "is_loopback_bind",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BODY = 1024 * 1024
 MAX_IN_FLIGHT_PER_PEER = 32
+BODY_STALL_TIMEOUT_S = 10.0
 
 
 def is_loopback_bind(bind: str) -> bool:
@@ -36,81 +59,187 @@ def _plain(status: int, message: str) -> Response[bytes]:
     return Response(message.encode(), status_code=status, media_type="text/plain")
 
 
-class WebhookDoor:
-    """Everything between a carrier's HTTP request and the call service."""
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
-    def __init__(self, service: CallService, config: AppConfig) -> None:
+
+class WebhookDoor:
+    """Everything between a carrier's HTTP request and the call service.
+
+    Args:
+        service: applies verified webhooks.
+        config: the validated settings (serve path, skipSignatureVerification).
+        replay: the replay cache; one per listener.
+        max_body: body cap in bytes.
+        max_in_flight: requests one peer may have in flight at once.
+        body_timeout_s: how long one body read may stall.
+    """
+
+    def __init__(
+        self,
+        service: CallService,
+        config: AppConfig,
+        replay: ReplayGuard | None = None,
+        *,
+        max_body: int = MAX_WEBHOOK_BODY,
+        max_in_flight: int = MAX_IN_FLIGHT_PER_PEER,
+        body_timeout_s: float = BODY_STALL_TIMEOUT_S,
+    ) -> None:
         self.service = service
-        self.config = config
+        self.provider = service.provider
+        self.skip_verification = config.voice.skip_signature_verification
+        self.replay = replay or ReplayGuard()
+        self.max_body = max_body
+        self.max_in_flight = max_in_flight
+        self.body_timeout_s = body_timeout_s
         self._in_flight: Counter[str] = Counter()
+        self._pending: dict[str, asyncio.Future[WebhookResponse]] = {}
 
     async def handle(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         peer = request.client.host if request.client else None
         peer_key = peer or "?"
-        if self._in_flight[peer_key] >= MAX_IN_FLIGHT_PER_PEER:
+        if self._in_flight[peer_key] >= self.max_in_flight:
             return _plain(429, "too many concurrent requests")
         self._in_flight[peer_key] += 1
         try:
             return await self._handle(request, peer)
+        except _Refused as refused:
+            return _plain(refused.status, refused.message)
+        except Exception:
+            # Nothing a carrier sends may turn into a 500; the carrier will retry a 503.
+            log.exception("webhook handling failed")
+            return _plain(503, "temporarily unavailable")
         finally:
             self._in_flight[peer_key] -= 1
             if self._in_flight[peer_key] <= 0:
                 del self._in_flight[peer_key]
 
     async def _handle(self, request: Request[Any, Any, Any], peer: str | None) -> Response[bytes]:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY:
-            return _plain(413, "body too large")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_WEBHOOK_BODY:
-                return _plain(413, "body too large")
+        verify = self.provider.signs_webhooks and not self.skip_verification
+        header_names = [name.decode("latin-1") for name, _ in request.scope["headers"]]
+        if verify and not self.provider.has_signature_headers(header_names):
+            return _plain(401, "missing signature")
         webhook = WebhookRequest(
             method=request.method.upper(),
-            path=request.scope["path"],
+            path=_path_as_received(request.scope),
             query=request.scope.get("query_string", b"").decode("latin-1"),
             headers=tuple(
                 (name.decode("latin-1"), value.decode("latin-1"))
                 for name, value in request.scope["headers"]
             ),
-            body=bytes(body),
+            body=await self._read_body(request),
             peer=peer,
         )
+        replay_key: str | None = None
+        if verify:
+            verdict = self.provider.verify_webhook(webhook)
+            if not verdict.ok:
+                log.warning(
+                    "refused %s webhook from %s: %s; URL(s) checked: %s",
+                    self.provider.name,
+                    peer or "unknown peer",
+                    verdict.reason,
+                    ", ".join(verdict.checked_urls) or "none",
+                )
+                return _plain(401, "invalid signature")
+            replay_key = verdict.replay_key
+        if replay_key is None:
+            return _to_response(await self._apply(webhook))
+        return _to_response(await self._apply_once(replay_key, webhook))
+
+    async def _apply_once(self, key: str, webhook: WebhookRequest) -> WebhookResponse:
+        """Apply a verified request unless its signature material was seen; same answer."""
+        cached = self.replay.seen(key, self.service.clock.now())
+        if cached is not None:
+            log.info("replayed %s webhook answered from cache", self.provider.name)
+            return cached.response
+        pending = self._pending.get(key)
+        if pending is not None:
+            # The same request is being handled right now: share its answer.
+            return await asyncio.shield(pending)
+        future: asyncio.Future[WebhookResponse] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
         try:
-            answer = await self.service.handle_webhook(webhook)
+            answer = await self._apply(webhook)
+            if answer.status < 300:
+                self.replay.remember(key, self.service.clock.now(), answer)
+            future.set_result(answer)
+            return answer
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # mark retrieved: a lone request need not log it twice
+            raise
+        finally:
+            del self._pending[key]
+
+    async def _apply(self, webhook: WebhookRequest) -> WebhookResponse:
+        try:
+            return await self.service.handle_webhook(webhook)
         except CallerError as err:
-            return _plain(400, err.detail)
+            return WebhookResponse(400, err.detail.encode(), "text/plain")
         except VoiceCallError as err:
             log.warning("webhook could not be applied: %s", err.detail)
-            return _plain(503, "temporarily unavailable")
-        except Exception:
-            log.exception("webhook handling failed")
-            return _plain(503, "temporarily unavailable")
-        return _to_response(answer)
+            return WebhookResponse(503, b"temporarily unavailable", "text/plain")
+
+    async def _read_body(self, request: Request[Any, Any, Any]) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            raise _Refused(413 if declared.isdigit() else 400, "bad or oversized body")
+        body = bytearray()
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), self.body_timeout_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise _Refused(408, "body stalled") from None
+            body += chunk
+            if len(body) > self.max_body:
+                raise _Refused(413, "body too large")
+        return bytes(body)
+
+
+def _path_as_received(scope: Any) -> str:
+    # Litestar normalises scope["path"] (a trailing slash is dropped for routing); the
+    # carrier signed the path exactly as it sent it, percent-encoding included.
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        return raw.decode("latin-1").split("?", 1)[0]
+    return str(scope["path"])
 
 
 def _to_response(answer: WebhookResponse) -> Response[bytes]:
     return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
 
-def create_webhook_app(service: CallService, config: AppConfig) -> Litestar:
+async def carrier_webhook(
+    request: Request[Any, Any, Any], door: NamedDependency[WebhookDoor]
+) -> Response[bytes]:
+    """The one carrier path (mounted at ``serve.path``)."""
+    return await door.handle(request)
+
+
+def create_webhook_app(
+    service: CallService, config: AppConfig, door: WebhookDoor | None = None
+) -> Litestar:
     """The carrier-facing app: POST on ``serve.path`` only (other methods 405, paths 404)."""
-    door = WebhookDoor(service, config)
-
-    async def webhook(request: Request[Any, Any, Any], door: WebhookDoor) -> Response[bytes]:
-        return await door.handle(request)
-
-    handler = post(config.voice.serve.path, status_code=200, name="carrier-webhook")(webhook)
-    if config.voice.provider == "mock" and not is_loopback_bind(config.voice.serve.bind):
+    door = door or WebhookDoor(service, config)
+    voice = config.voice
+    if voice.provider == "mock" and not is_loopback_bind(voice.serve.bind):
         log.warning(
             "the mock carrier's webhook takes UNSIGNED events and is served on %s; "
             "anyone who can reach it can drive calls. Bind to 127.0.0.1 unless you mean it.",
-            config.voice.serve.bind,
+            voice.serve.bind,
         )
+    handler = post(voice.serve.path, status_code=200, name="carrier-webhook")(carrier_webhook)
     return Litestar(
         route_handlers=[handler],
         dependencies={"door": Provide(lambda: door, use_cache=True, sync_to_thread=False)},
         debug=False,
         openapi_config=None,
+        logging_config=None,
     )
