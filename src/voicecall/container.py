@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from voicecall.adapters.agent.openai import OpenAIResponder
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.store.sqlite import SqliteCallStore
@@ -75,7 +76,12 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
-    responder = providers.Singleton(RuleBasedResponder)
+    # The offline rule-based responder answers unless a responseModel is configured.
+    responder = providers.Selector(
+        providers.Callable(lambda c: "model" if c.voice.response_model else "rules", app_config),
+        rules=providers.Singleton(RuleBasedResponder),
+        model=providers.Singleton(OpenAIResponder.from_config, app_config),
+    )
 
     call_service = providers.Singleton(
         CallService,

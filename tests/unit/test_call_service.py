@@ -284,11 +284,12 @@ async def test_timers_are_rearmed_after_restart() -> None:
     store = MemoryCallStore()
     carrier = MockTelephony(MockSettings(answer_delay_ms=300), clock)
     settings = make_settings(max_duration_s=100.0)
-    await make_rig(clock=clock, store=store, carrier=carrier, settings=settings)
-    call = await (
-        await make_rig(clock=clock, store=store, carrier=carrier, settings=settings)
-    ).service.initiate(CALLEE, "x", "conversation")
-    await clock.advance(0.3)
+    first = await make_rig(clock=clock, store=store, carrier=carrier, settings=settings)
+    call = await first.service.initiate(CALLEE, "x", "conversation")
+    await clock.advance(0.3)  # answered at +0.3: the limit falls at +100.3
+    # A crash: the first service's timers die with it.
+    for runtime in first.service._runtime.values():
+        runtime.cancel_timers()
     restarted = await make_rig(clock=clock, store=store, carrier=carrier, settings=settings)
     await clock.advance(99.0)
     assert (await store.get(call.call_id)).is_live  # type: ignore[union-attr]

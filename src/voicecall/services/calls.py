@@ -239,7 +239,7 @@ class CallService:
                     )
                 )
             except VoiceCallError as err:
-                await self._end_locked(call, runtime, CallState.FAILED, detail=err.detail)
+                await self._finish(call, runtime, CallState.FAILED, detail=err.detail)
                 raise
             call.provider_call_id = result.provider_call_id
             await self._commit(call, "call.dialled", {"providerCallId": result.provider_call_id})
@@ -419,14 +419,14 @@ class CallService:
                 try:
                     await self.provider.answer(call)
                 except VoiceCallError as err:
-                    await self._end_locked(call, runtime, CallState.ERROR, detail=err.detail)
+                    await self._finish(call, runtime, CallState.ERROR, detail=err.detail)
             else:
                 log.info("rejecting inbound call from %s: %s", event.from_number, detail)
                 try:
                     await self.provider.reject(call)
                 except VoiceCallError as err:
                     log.warning("carrier refused to reject the call: %s", err.detail)
-                await self._end_locked(
+                await self._finish(
                     call, runtime, CallState.HANGUP_BOT, detail=f"rejected: {detail}"
                 )
         return call
@@ -525,11 +525,6 @@ class CallService:
             runtime.ending_as = None
             raise
         await self._finish(call, runtime, reason)
-
-    async def _end_locked(
-        self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
-    ) -> None:
-        await self._finish(call, runtime, reason, detail=detail)
 
     async def _finish(
         self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
