@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     inbound.add_argument("--from", dest="from_number", required=True)
     inbound.add_argument("--to", dest="to_number")
 
+    expose = commands.add_parser(
+        "expose", parents=[common], help="publish the webhook path with Tailscale"
+    )
+    expose.add_argument("--mode", required=True, choices=["serve", "funnel", "off"])
+
     demo = commands.add_parser(
         "demo", parents=[common], help="a scripted tour on the offline mock carrier"
     )
@@ -184,6 +189,14 @@ def _run(args: argparse.Namespace) -> int:
         from voicecall.entrypoints.server import serve
 
         return serve(config)
+    if args.command == "expose":
+        from voicecall.entrypoints.expose import ExposeError, expose
+
+        try:
+            _print(expose(config, args.mode))
+        except ExposeError as err:
+            raise CliError(str(err)) from None
+        return 0
     client = GatewayClient(config)
     if args.command == "call":
         params = {"to": args.to, "message": args.message, "mode": args.mode}
