@@ -1,0 +1,627 @@
+"""A simulated Twilio Programmable Voice, for contract tests, end-to-end tests and demos.
+
+It speaks Twilio's wire format on both sides, so the adapter under test cannot tell it from the
+real thing in the ways that matter:
+
+* REST at Twilio's paths, HTTP basic auth ``AccountSid:AuthToken``, form-encoded bodies, JSON
+  answers and Twilio's error shape (``{"code", "message", "more_info", "status"}``):
+  ``POST /2010-04-01/Accounts/{sid}/Calls.json`` (create), ``POST …/Calls/{CallSid}.json``
+  (update: ``Twiml``/``Url`` or ``Status=completed|canceled``), ``GET …/Calls/{CallSid}.json``.
+* webhooks POSTed form-encoded and signed with ``X-Twilio-Signature`` computed by the Twilio
+  SDK's ``RequestValidator.compute_signature`` over the exact URL requested;
+* TwiML followed verb by verb: ``<Say>`` is heard (recorded), ``<Gather>`` is answered with the
+  next scripted caller line as ``SpeechResult`` (the caller hangs up when out of lines),
+  ``<Pause>`` waits (an update interrupts it), ``<Redirect>`` and ``<Gather action>`` fetch the
+  next document, ``<Hangup>``/``<Reject>`` end the call, and a document that runs out ends the
+  call ``completed``, as on Twilio. A fetch that fails ends the call too (Twilio's "application
+  error").
+
+Run it on its own with ``python -m voicecall.testing.twilio_sim --port P --webhook-url URL``;
+``/_sim/…`` then offers control endpoints (``POST /_sim/inbound``, ``GET /_sim/calls``,
+``POST /_sim/unavailable``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode
+
+import attrs
+import httpx
+from twilio.request_validator import RequestValidator
+
+__all__ = ["DEFAULT_ACCOUNT_SID", "DEFAULT_AUTH_TOKEN", "SimCall", "TwilioSimulator", "main"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 30 + "01"
+DEFAULT_AUTH_TOKEN: Final = "sim-auth-token"
+
+_API: Final = "/2010-04-01/Accounts/"
+_CREATE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
+_ONE_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
+_TERMINAL: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+_OUTCOME_STATUS: Final = {"busy": "busy", "no-answer": "no-answer", "fail": "failed"}
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@attrs.define
+class SimCall:
+    """One call as the simulated Twilio sees it."""
+
+    sid: str
+    direction: str  # "outbound-api" | "inbound"
+    from_number: str
+    to_number: str
+    status: str = "queued"
+    url: str | None = None
+    twiml: str | None = None
+    status_callback: str | None = None
+    status_events: tuple[str, ...] = ("completed",)
+    heard: list[str] = attrs.Factory(list)
+    replies_used: int = 0
+    rejected: int = 0
+    hangups: int = 0
+    updates: int = 0
+    status_reads: int = 0
+    generation: int = 0
+    sequence: int = 0
+    wake: asyncio.Event = attrs.Factory(asyncio.Event)
+    callbacks: asyncio.Queue[dict[str, str]] = attrs.Factory(asyncio.Queue)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in _TERMINAL
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "direction": self.direction,
+            "from": self.from_number,
+            "to": self.to_number,
+            "status": self.status,
+            "heard": list(self.heard),
+            "repliesUsed": self.replies_used,
+            "rejected": self.rejected,
+            "hangups": self.hangups,
+            "updates": self.updates,
+            "statusReads": self.status_reads,
+        }
+
+
+class _Stale(Exception):
+    """The call was updated or ended while this program ran; it stops quietly."""
+
+
+class TwilioSimulator:
+    """The simulated carrier: an ASGI app (``self``) plus a script for the callee.
+
+    Args:
+        http: the client webhooks are POSTed with (an ``httpx.ASGITransport`` client for
+            in-process tests, a plain one for loopback HTTP).
+        voice_url: the number's voice URL (our webhook), where inbound calls are delivered.
+        number_status_callback: the number's status callback URL for inbound calls (Twilio
+            sends it the ``completed`` event only); None sends none.
+        outcome: what the callee does: ``answer`` | ``busy`` | ``no-answer`` | ``fail``
+            (``voicemail`` answers: without machine detection Twilio cannot tell).
+        replies: the callee's lines, one per ``<Gather>``; it hangs up when out of them.
+        answer_delay_s: ringing time before the outcome.
+        reply_delay_s: how long the callee takes to start answering a ``<Gather>``; an update
+            within this time abandons the gather, as on Twilio.
+        pause_scale: multiplies ``<Pause length>`` (tests may shorten the wait).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        voice_url: str | None = None,
+        number_status_callback: str | None = None,
+        outcome: str = "answer",
+        replies: Sequence[str] = ("Hello?", "Sure.", "Goodbye."),
+        answer_delay_s: float = 0.05,
+        reply_delay_s: float = 0.15,
+        pause_scale: float = 1.0,
+    ) -> None:
+        self.http = http
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.voice_url = voice_url
+        self.number_status_callback = number_status_callback
+        self.outcome = outcome
+        self.replies = tuple(replies)
+        self.answer_delay_s = answer_delay_s
+        self.reply_delay_s = reply_delay_s
+        self.pause_scale = pause_scale
+        self.unavailable = False
+        self.calls: dict[str, SimCall] = {}
+        self.dials: list[dict[str, list[str]]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.last_webhook: tuple[str, dict[str, str], bytes] | None = None
+        self._validator = RequestValidator(auth_token)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ what tests look at
+
+    def heard(self, sid: str) -> list[str]:
+        call = self.calls.get(sid)
+        return list(call.heard) if call else []
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dials": len(self.dials),
+            "calls": [call.summary() for call in self.calls.values()],
+        }
+
+    async def ring_inbound(self, from_number: str | None, to_number: str) -> str:
+        """A caller rings the number; the voice URL is fetched. Returns the CallSid."""
+        if not self.voice_url:
+            raise RuntimeError("the simulator has no voice URL to deliver inbound calls to")
+        call = SimCall(
+            sid=_new_sid(),
+            direction="inbound",
+            # Twilio shows a withheld caller ID as "anonymous".
+            from_number=from_number or "anonymous",
+            to_number=to_number,
+            status="ringing",
+            url=self.voice_url,
+            status_callback=self.number_status_callback,
+        )
+        self.calls[call.sid] = call
+        self._spawn(self._callback_pump(call))
+        self._spawn(self._run(call, call.generation, fetch=self.voice_url))
+        return call.sid
+
+    async def redeliver_last(self) -> httpx.Response:
+        """Send the last webhook again, byte for byte (what a Twilio retry looks like)."""
+        if self.last_webhook is None:
+            raise RuntimeError("no webhook sent yet")
+        url, headers, body = self.last_webhook
+        return await self.http.post(url, content=body, headers=headers)
+
+    def sign(self, url: str, params: dict[str, str]) -> str:
+        return str(self._validator.compute_signature(url, params))
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        method = scope["method"].upper()
+        path = scope["path"]
+        self.requests.append((method, path))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if path.startswith("/_sim/"):
+            status, answer = await self._control(method, path, body)
+        elif path.startswith(_API):
+            status, answer = self._rest(method, path, headers, body)
+        else:
+            status, answer = 404, _error(20404, "The requested resource was not found", 404)
+        payload = json.dumps(answer).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def _rest(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        if self.unavailable:
+            return 503, _error(20500, "Service Unavailable (simulated outage)", 503)
+        match = _CREATE.match(path) or _ONE_CALL.match(path)
+        if match is None:
+            return 404, _error(20404, "The requested resource was not found", 404)
+        if not self._authorised(headers.get("authorization")) or (
+            match.group("account") != self.account_sid
+        ):
+            return 401, _error(20003, "Authenticate", 401)
+        form: dict[str, list[str]] = {}
+        for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            form.setdefault(key, []).append(value)
+        if match.re is _CREATE:
+            if method != "POST":
+                return 405, _error(20004, "Method not allowed", 405)
+            return self._create(form)
+        call = self.calls.get(match.group("sid"))
+        if call is None:
+            return 404, _error(20404, "The requested resource was not found", 404)
+        if method == "GET":
+            call.status_reads += 1
+            return 200, self._resource(call)
+        if method != "POST":
+            return 405, _error(20004, "Method not allowed", 405)
+        return self._update(call, form)
+
+    def _authorised(self, header: str | None) -> bool:
+        if not header or not header.lower().startswith("basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:]).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return decoded == f"{self.account_sid}:{self.auth_token}"
+
+    def _create(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        first = {key: values[0] for key, values in form.items()}
+        if not first.get("To"):
+            return 400, _error(21201, "No 'To' number is specified", 400)
+        if not first.get("From"):
+            return 400, _error(21213, "No 'From' number is specified", 400)
+        if not first.get("Url") and not first.get("Twiml"):
+            return 400, _error(21205, "Url or Twiml is required", 400)
+        self.dials.append(form)
+        call = SimCall(
+            sid=_new_sid(),
+            direction="outbound-api",
+            from_number=first["From"],
+            to_number=first["To"],
+            url=first.get("Url"),
+            twiml=first.get("Twiml"),
+            status_callback=first.get("StatusCallback"),
+            # Without StatusCallbackEvent Twilio reports only the end of the call.
+            status_events=tuple(form.get("StatusCallbackEvent", ["completed"])),
+        )
+        self.calls[call.sid] = call
+        self._spawn(self._callback_pump(call))
+        self._spawn(self._place(call))
+        return 201, self._resource(call)
+
+    def _update(self, call: SimCall, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        first = {key: values[0] for key, values in form.items()}
+        status = first.get("Status")
+        if status in ("completed", "canceled"):
+            # "canceled" only stops a call that has not connected; "completed" ends any call.
+            # Either on a call that is already over changes nothing.
+            not_connected = call.status in ("queued", "initiated", "ringing")
+            if not call.ended and (status == "completed" or not_connected):
+                call.hangups += 1
+                self._end(call, "canceled" if not_connected else "completed")
+            return 200, self._resource(call)
+        if status is not None:
+            return 400, _error(21218, f"Invalid call status {status!r}", 400)
+        twiml, url = first.get("Twiml"), first.get("Url")
+        if twiml is None and url is None:
+            return 400, _error(21205, "Url or Twiml is required", 400)
+        if call.status != "in-progress":
+            return 400, _error(21220, "Call is not in-progress. Cannot redirect.", 400)
+        call.updates += 1
+        generation = self._interrupt(call)
+        if twiml is not None:
+            self._spawn(self._run(call, generation, document=twiml))
+        else:
+            self._spawn(self._run(call, generation, fetch=url))
+        return 200, self._resource(call)
+
+    def _resource(self, call: SimCall) -> dict[str, Any]:
+        base = f"{_API}{self.account_sid}/Calls/{call.sid}"
+        return {
+            "sid": call.sid,
+            "account_sid": self.account_sid,
+            "to": call.to_number,
+            "from": call.from_number,
+            "status": call.status,
+            "direction": call.direction,
+            "api_version": "2010-04-01",
+            "uri": f"{base}.json",
+        }
+
+    async def _control(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/_sim/calls":
+            return 200, self.summary()
+        if method == "POST" and path == "/_sim/inbound":
+            try:
+                data = json.loads(body or b"{}")
+                sid = await self.ring_inbound(data.get("from"), data.get("to") or "+15550100000")
+            except (ValueError, AttributeError, RuntimeError) as err:
+                return 400, {"error": str(err)}
+            return 200, {"callSid": sid}
+        if method == "POST" and path == "/_sim/unavailable":
+            try:
+                self.unavailable = bool(json.loads(body or b"true"))
+            except ValueError as err:
+                return 400, {"error": str(err)}
+            return 200, {"unavailable": self.unavailable}
+        return 404, {"error": "unknown control endpoint"}
+
+    # ------------------------------------------------------------------ the network
+
+    async def _place(self, call: SimCall) -> None:
+        call.status = "initiated"
+        self._progress(call, "initiated")
+        await asyncio.sleep(0)
+        call.status = "ringing"
+        self._progress(call, "ringing")
+        await asyncio.sleep(self.answer_delay_s)
+        if call.ended:
+            return
+        status = _OUTCOME_STATUS.get(self.outcome)
+        if status is not None:
+            self._end(call, status)
+            return
+        call.status = "in-progress"
+        if call.twiml is not None:
+            self._spawn(self._run(call, call.generation, document=call.twiml))
+        else:
+            self._spawn(self._run(call, call.generation, fetch=call.url))
+        # Progress callbacks travel apart from the TwiML fetch; either may arrive first.
+        self._progress(call, "answered")
+
+    def _progress(self, call: SimCall, event: str) -> None:
+        """Queue a status callback for ``event`` if the call subscribed to it."""
+        if not call.status_callback or event not in call.status_events:
+            return
+        call.sequence += 1
+        params = self._call_params(call)
+        params["CallbackSource"] = "call-progress-events"
+        params["SequenceNumber"] = str(call.sequence - 1)
+        params["Timestamp"] = email.utils.formatdate(usegmt=True)
+        call.callbacks.put_nowait(params)
+
+    async def _callback_pump(self, call: SimCall) -> None:
+        while True:
+            params = await call.callbacks.get()
+            if call.status_callback:
+                try:
+                    await self._post(call.status_callback, params)
+                except httpx.HTTPError as err:
+                    log.info("twilio sim: status callback failed: %s", err)
+            if params.get("CallStatus") in _TERMINAL:
+                return
+
+    def _end(self, call: SimCall, status: str) -> None:
+        if call.ended:
+            return
+        call.status = status
+        self._interrupt(call)
+        self._progress(call, "completed")
+
+    def _interrupt(self, call: SimCall) -> int:
+        call.generation += 1
+        call.wake.set()
+        call.wake = asyncio.Event()
+        return call.generation
+
+    # ------------------------------------------------------------------ TwiML
+
+    async def _run(
+        self,
+        call: SimCall,
+        generation: int,
+        *,
+        fetch: str | None = None,
+        document: str | None = None,
+    ) -> None:
+        try:
+            if document is None:
+                if fetch is None:
+                    raise _Stale
+                document = await self._fetch(call, generation, fetch, {})
+            await self._execute(call, generation, document)
+        except _Stale:
+            return
+
+    async def _execute(self, call: SimCall, generation: int, document: str) -> None:
+        while True:
+            verbs = self._parse(call, generation, document)
+            next_document: str | None = None
+            for verb in verbs:
+                self._check(call, generation)
+                tag = verb.tag
+                if tag == "Say":
+                    self._answer_inbound(call)
+                    call.heard.append((verb.text or "").strip())
+                elif tag == "Pause":
+                    self._answer_inbound(call)
+                    await self._sleep(call, generation, float(verb.get("length", "1")))
+                elif tag == "Gather":
+                    self._answer_inbound(call)
+                    next_document = await self._gather(call, generation, verb)
+                    if next_document is not None:
+                        break
+                elif tag == "Redirect":
+                    self._answer_inbound(call)
+                    next_document = await self._fetch(
+                        call, generation, (verb.text or "").strip(), {}
+                    )
+                    break
+                elif tag == "Hangup":
+                    self._end(call, "completed" if call.status == "in-progress" else "canceled")
+                    return
+                elif tag == "Reject":
+                    call.rejected += 1
+                    self._end(call, "busy" if verb.get("reason") == "busy" else "canceled")
+                    return
+            if next_document is None:
+                # The document ran out: Twilio ends the call.
+                self._check(call, generation)
+                self._end(call, "completed")
+                return
+            document = next_document
+
+    async def _gather(self, call: SimCall, generation: int, verb: ET.Element) -> str | None:
+        for child in verb:
+            if child.tag == "Say":
+                call.heard.append((child.text or "").strip())
+        await self._sleep(call, generation, self.reply_delay_s, scaled=False)
+        if call.replies_used >= len(self.replies):
+            # Nothing left to say: the caller hangs up.
+            self._end(call, "completed")
+            raise _Stale
+        line = self.replies[call.replies_used]
+        call.replies_used += 1
+        action = verb.get("action")
+        if not action:
+            return None
+        extra = {"SpeechResult": line, "Confidence": "0.92"}
+        return await self._fetch(call, generation, action, extra)
+
+    def _answer_inbound(self, call: SimCall) -> None:
+        if call.status == "ringing":
+            call.status = "in-progress"
+
+    def _parse(self, call: SimCall, generation: int, document: str) -> list[ET.Element]:
+        try:
+            root = ET.fromstring(document)
+        except ET.ParseError:
+            log.info("twilio sim: unparseable TwiML ends call %s", call.sid)
+            self._end(call, "completed")
+            raise _Stale from None
+        if root.tag != "Response":
+            self._end(call, "completed")
+            raise _Stale
+        return list(root)
+
+    async def _fetch(self, call: SimCall, generation: int, url: str, extra: dict[str, str]) -> str:
+        params = self._call_params(call) | extra
+        try:
+            response = await self._post(url, params)
+        except httpx.HTTPError as err:
+            log.info("twilio sim: fetching TwiML failed (%s): application error", err)
+            response = None
+        self._check(call, generation)
+        if response is None or response.status_code >= 300:
+            # Twilio says "an application error has occurred" and hangs up.
+            self._end(call, "completed")
+            raise _Stale
+        return response.text
+
+    async def _post(self, url: str, params: dict[str, str]) -> httpx.Response:
+        body = urlencode(params).encode()
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": self.sign(url, params),
+            "user-agent": "TwilioProxy/1.1",
+        }
+        self.last_webhook = (url, headers, body)
+        return await self.http.post(url, content=body, headers=headers)
+
+    def _call_params(self, call: SimCall) -> dict[str, str]:
+        return {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call.sid,
+            "CallStatus": call.status,
+            "Called": call.to_number,
+            "Caller": call.from_number,
+            "Direction": call.direction,
+            "From": call.from_number,
+            "To": call.to_number,
+        }
+
+    def _check(self, call: SimCall, generation: int) -> None:
+        if call.generation != generation or call.ended:
+            raise _Stale
+
+    async def _sleep(
+        self, call: SimCall, generation: int, seconds: float, *, scaled: bool = True
+    ) -> None:
+        """Wait, unless the call is updated or ends first (then the program stops)."""
+        self._check(call, generation)
+        delay = seconds * self.pause_scale if scaled else seconds
+        try:
+            await asyncio.wait_for(call.wake.wait(), max(delay, 0.0))
+        except TimeoutError:
+            pass
+        self._check(call, generation)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("twilio sim: task failed", exc_info=task.exception())
+
+
+def _new_sid() -> str:
+    return "CA" + uuid.uuid4().hex
+
+
+def _error(code: int, message: str, status: int) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the simulator on 127.0.0.1 with uvicorn."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m voicecall.testing.twilio_sim")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--webhook-url", required=True, help="our webhook (the number's voice URL)")
+    parser.add_argument("--replies", nargs="*", default=["Hello?", "Sure.", "Goodbye."])
+    parser.add_argument(
+        "--outcome", default="answer", choices=["answer", "busy", "no-answer", "fail", "voicemail"]
+    )
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
+    parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument("--answer-delay-ms", type=int, default=100)
+    parser.add_argument("--reply-delay-ms", type=int, default=200)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0))
+    simulator = TwilioSimulator(
+        http,
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        voice_url=args.webhook_url,
+        number_status_callback=args.webhook_url,
+        outcome=args.outcome,
+        replies=args.replies,
+        answer_delay_s=args.answer_delay_ms / 1000,
+        reply_delay_s=args.reply_delay_ms / 1000,
+    )
+    uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Contract harness for Twilio: ``TwilioTelephony`` against the simulated Twilio, in-process.
+
+REST goes to the simulator's ASGI app; its signed webhooks go to our real webhook door. Both
+directions use Twilio's wire format, so the contract exercises what production would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from voicecall.adapters.telephony.twilio import TwilioTelephony
+from voicecall.config import AppConfig
+from voicecall.domain.call import Call
+from voicecall.domain.ports import Clock
+from voicecall.testing.twilio_sim import TwilioSimulator
+
+from .conftest import REPLIES
+
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "contract-auth-token"
+API_BASE = "http://api.twilio.test"
+PUBLIC_URL = "http://127.0.0.1:3334/voice/webhook"
+OUR_NUMBER = "+15550100000"
+
+
+class Harness:
+    name = "twilio"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.sim: TwilioSimulator | None = None
+        self.rest: httpx.AsyncClient | None = None
+        self.webhook: httpx.AsyncClient | None = None
+
+    def plugin_config(self) -> dict[str, Any]:
+        return {
+            "provider": "twilio",
+            "twilio": {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN, "apiBaseUrl": API_BASE},
+            "publicUrl": PUBLIC_URL,
+        }
+
+    def build(
+        self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
+    ) -> TwilioTelephony:
+        self.webhook = webhook
+        self.sim = TwilioSimulator(
+            webhook,
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            voice_url=PUBLIC_URL,
+            number_status_callback=PUBLIC_URL,
+            outcome=outcome,
+            replies=REPLIES,
+            answer_delay_s=0.02,
+            reply_delay_s=0.15,
+        )
+        self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
+        return TwilioTelephony.from_config(config, clock, http=self.rest)
+
+    def _sim(self) -> TwilioSimulator:
+        assert self.sim is not None
+        return self.sim
+
+    def heard(self, call: Call) -> list[str]:
+        return self._sim().heard(call.provider_call_id or "")
+
+    async def ring_inbound(self, from_number: str | None) -> None:
+        await self._sim().ring_inbound(from_number, OUR_NUMBER)
+
+    def rejections(self, call: Call) -> int:
+        sim_call = self._sim().calls[call.provider_call_id or ""]
+        return sim_call.rejected + sim_call.hangups
+
+    def break_carrier(self) -> None:
+        self._sim().unavailable = True
+
+    async def redeliver_last_webhook(self) -> httpx.Response:
+        return await self._sim().redeliver_last()
+
+    async def forge_webhook(self, call: Call) -> httpx.Response:
+        assert self.webhook is not None
+        url = f"{PUBLIC_URL}?" + urlencode(
+            {"callId": call.call_id, "hook": "gather", "turn": "forged"}
+        )
+        params = {
+            "AccountSid": ACCOUNT_SID,
+            "CallSid": call.provider_call_id or "",
+            "CallStatus": "in-progress",
+            "SpeechResult": "FORGED",
+            "Confidence": "0.99",
+        }
+        forger = TwilioSimulator(self.webhook, account_sid=ACCOUNT_SID, auth_token="not-the-token")
+        return await self.webhook.post(
+            url,
+            content=urlencode(params).encode(),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-twilio-signature": forger.sign(url, params),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self.sim is not None:
+            await self.sim.aclose()
+        if self.rest is not None:
+            await self.rest.aclose()
