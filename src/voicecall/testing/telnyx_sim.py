@@ -1,0 +1,725 @@
+"""A simulated Telnyx Call Control v2 carrier, for contract tests, end-to-end tests and demos.
+
+It speaks the same wire format as Telnyx, at the same paths (under ``/v2``): JSON REST with a
+Bearer key (``POST /v2/calls``, ``POST /v2/calls/{id}/actions/{answer,reject,speak,
+transcription_start,transcription_stop,hangup}``, ``GET /v2/calls/{id}``), errors as
+``{"errors": [{"code", "title", "detail"}]}`` (``90018`` once a call has ended), and webhooks
+``{"data": {"event_type", "id", "occurred_at", "payload"}, "meta": {...}}`` signed with
+Ed25519 over ``"{telnyx-timestamp}|{body}"``, posted to the call's ``webhook_url`` (outbound)
+or the connection's webhook URL (inbound), one call's webhooks in order, retried with the same
+event id when our server does not answer.
+
+The simulated callee follows a script: the configured ``outcome`` decides whether an outbound
+call is answered; what the bot speaks is "heard" and recorded; while transcription runs the
+callee says its next scripted line (a final ``call.transcription``) and hangs up when it has
+nothing left to say.
+
+Run standalone::
+
+    python -m voicecall.testing.telnyx_sim --port 9123 \\
+        --webhook-url http://127.0.0.1:3334/voice/webhook --replies "Yes." "Bye." \\
+        --signing-key <base64 Ed25519 seed>
+
+with small control endpoints for tests and demos: ``POST /_sim/inbound {"from", "to"}``,
+``GET /_sim/calls``, ``POST /_sim/unavailable {"unavailable": true}``, ``GET /_sim/health``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
+from typing import Any, Final
+
+import attrs
+import httpx
+from nacl.signing import SigningKey
+
+__all__ = [
+    "DEFAULT_REPLIES",
+    "OUTCOMES",
+    "Delivery",
+    "SimCall",
+    "TelnyxSimulator",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLIES: Final = (
+    "Hi, this is the simulated callee.",
+    "Yes, that works for me.",
+    "Thanks, goodbye.",
+)
+
+OUTCOMES: Final[dict[str, tuple[str, str] | None]] = {
+    "answer": None,
+    # outcome -> (hangup_cause, sip_hangup_cause) Telnyx reports for the unanswered call
+    "busy": ("user_busy", "486"),
+    "no-answer": ("timeout", "487"),
+    "voicemail": ("machine_detected", "200"),
+    "fail": ("unspecified", "503"),
+}
+
+_ALREADY_ENDED: Final = ("90018", "Call has already ended")
+_NOT_FOUND: Final = ("10005", "Resource not found")
+_AUTH_FAILED: Final = ("10009", "Authentication failed")
+_BAD_REQUEST: Final = ("10015", "Bad Request")
+_REJECT_CAUSES: Final = frozenset(
+    {"CALL_REJECTED", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE", "USER_BUSY"}
+)
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+@attrs.define
+class SimCall:
+    """One call leg as the simulated carrier knows it."""
+
+    call_control_id: str
+    direction: str  # "incoming" | "outgoing" (Telnyx's words)
+    from_number: str | None
+    to_number: str | None
+    webhook_url: str
+    connection_id: str
+    client_state: str | None = None
+    call_leg_id: str = attrs.Factory(lambda: str(uuid.uuid4()))
+    call_session_id: str = attrs.Factory(lambda: str(uuid.uuid4()))
+    status: str = "ringing"  # ringing | live | ended
+    start_time: str = ""
+    end_time: str | None = None
+    hangup_cause: str | None = None
+    timeout_secs: int | None = None
+    heard: list[str] = attrs.Factory(list)
+    replies_used: int = 0
+    transcribing: bool = False
+    reply_pending: bool = False
+    answered: int = 0
+    rejected: int = 0
+    hangups: int = 0
+    status_checks: int = 0
+    commands: set[str] = attrs.Factory(set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "callControlId": self.call_control_id,
+            "direction": "inbound" if self.direction == "incoming" else "outbound",
+            "from": self.from_number,
+            "to": self.to_number,
+            "status": self.status,
+            "hangupCause": self.hangup_cause,
+            "heard": list(self.heard),
+            "answered": self.answered,
+            "rejected": self.rejected,
+            "hangups": self.hangups,
+            "statusChecks": self.status_checks,
+            "repliesUsed": self.replies_used,
+        }
+
+
+@attrs.define
+class Delivery:
+    """One webhook attempt, kept so a test can send it again byte for byte."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    event_type: str
+    call_control_id: str
+    status: int | None = None
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: tuple[str, str], detail: str = "") -> None:
+        super().__init__(detail or code[1])
+        self.status = status
+        self.code = code
+        self.detail = detail or code[1]
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _signing_key(key: SigningKey | bytes | str) -> SigningKey:
+    if isinstance(key, SigningKey):
+        return key
+    if isinstance(key, str):
+        key = base64.b64decode(key, validate=True)
+    return SigningKey(key)
+
+
+class TelnyxSimulator:
+    """The simulated carrier: an ASGI app plus the callee's script.
+
+    Args:
+        webhook: the client webhooks are posted with (an ``httpx.ASGITransport`` in-process,
+            or real loopback HTTP).
+        signing_key: the Ed25519 private key (or its 32-byte seed, raw or base64) webhooks
+            are signed with; its public key goes into ``telnyx.publicKey``.
+        connection_webhook_url: where the connection sends webhooks of inbound calls (and of
+            outbound calls dialled without ``webhook_url``).
+        api_key: when set, REST requires ``Authorization: Bearer <api_key>``.
+        outcome: what happens to outbound calls (see ``OUTCOMES``).
+        replies: the callee's lines, one per turn of transcription.
+        answer_delay_s: how long an outbound call rings before the outcome.
+        reply_delay_s: how long the callee takes to say a line once transcription runs.
+        retry_delays_s: the pauses between webhook attempts when our server does not answer.
+    """
+
+    def __init__(
+        self,
+        webhook: httpx.AsyncClient,
+        signing_key: SigningKey | bytes | str,
+        connection_webhook_url: str,
+        *,
+        api_key: str | None = None,
+        outcome: str = "answer",
+        replies: Sequence[str] = DEFAULT_REPLIES,
+        answer_delay_s: float = 0.05,
+        reply_delay_s: float = 0.05,
+        retry_delays_s: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 4.0),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        self.webhook = webhook
+        self.signing_key = _signing_key(signing_key)
+        self.connection_webhook_url = connection_webhook_url
+        self.api_key = api_key
+        self.outcome = outcome
+        self.replies = tuple(replies)
+        self.answer_delay_s = answer_delay_s
+        self.reply_delay_s = reply_delay_s
+        self.retry_delays_s = tuple(retry_delays_s)
+        self.clock = clock
+        self.unavailable = False
+        """When set, every REST request is answered 503 (a simulated outage)."""
+        self.calls: dict[str, SimCall] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        """Every REST request received: (method, path, JSON body or None)."""
+        self.deliveries: list[Delivery] = []
+        self.dials = 0
+        self._queues: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._undelivered = 0
+
+    @property
+    def public_key_b64(self) -> str:
+        """The base64 public key to configure as ``telnyx.publicKey``."""
+        return base64.b64encode(bytes(self.signing_key.verify_key)).decode("ascii")
+
+    # ------------------------------------------------------------------ test/demo surface
+
+    def heard(self, call_control_id: str | None) -> list[str]:
+        call = self.calls.get(call_control_id or "")
+        return list(call.heard) if call else []
+
+    async def ring_inbound(self, from_number: str | None, to_number: str | None) -> str:
+        """A caller rings the connection's number; returns the new call's control id."""
+        call = SimCall(
+            call_control_id=f"v3:{uuid.uuid4().hex}",
+            direction="incoming",
+            from_number=from_number,
+            to_number=to_number,
+            webhook_url=self.connection_webhook_url,
+            connection_id="sim-connection",
+            start_time=_now_iso(),
+        )
+        self.calls[call.call_control_id] = call
+        self._emit(call, "call.initiated", {"state": "parked"})
+        return call.call_control_id
+
+    @property
+    def last_delivery(self) -> Delivery | None:
+        return self.deliveries[-1] if self.deliveries else None
+
+    async def redeliver(self, delivery: Delivery | None = None) -> httpx.Response:
+        """Post a delivered webhook again, byte for byte (as a carrier retry would)."""
+        delivery = delivery or self.last_delivery
+        if delivery is None:
+            raise LookupError("no webhook was delivered yet")
+        return await self.webhook.post(
+            delivery.url, content=delivery.body, headers=delivery.headers
+        )
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The headers Telnyx sends with ``body``."""
+        stamp = str(int(self.clock()) if timestamp is None else timestamp)
+        signature = self.signing_key.sign(stamp.encode("ascii") + b"|" + body).signature
+        return {
+            "content-type": "application/json",
+            "user-agent": "telnyx-webhooks",
+            "telnyx-signature-ed25519": base64.b64encode(signature).decode("ascii"),
+            "telnyx-timestamp": stamp,
+        }
+
+    async def idle(self, timeout_s: float = 5.0) -> None:
+        """Wait until every queued webhook was delivered and no timer is pending."""
+        deadline = time.monotonic() + timeout_s
+        while self._undelivered or any(
+            not t.done() and t.get_name() != "telnyx-sim-worker" for t in self._tasks
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the simulated carrier did not settle")
+            await asyncio.sleep(0.01)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "dials": self.dials,
+            "calls": [call.to_json() for call in self.calls.values()],
+            "unavailable": self.unavailable,
+        }
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._queues.clear()
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"].upper()
+        path = scope["path"]
+        try:
+            status, answer = await self._route(method, path, headers, bytes(body))
+        except _HttpError as err:
+            status = err.status
+            answer = {"errors": [{"code": err.code[0], "title": err.code[1], "detail": err.detail}]}
+        payload = json.dumps(answer).encode() if answer is not None else b""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await self.webhook.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        if path.startswith("/_sim/"):
+            return await self._control(method, path, body)
+        if not path.startswith("/v2/"):
+            raise _HttpError(404, _NOT_FOUND)
+        parts = path[len("/v2/") :].split("/")
+        document = self._json_body(method, body)
+        self.requests.append((method, path, document))
+        if self.unavailable:
+            raise _HttpError(503, ("10000", "Service Unavailable"), "simulated outage")
+        self._authorize(headers)
+        if parts == ["calls"] and method == "POST":
+            return 200, self._dial(document)
+        if len(parts) == 2 and parts[0] == "calls" and method == "GET":
+            call = self._known(parts[1])
+            call.status_checks += 1
+            return 200, {"data": self._call_record(call)}
+        if len(parts) == 4 and parts[0] == "calls" and parts[2] == "actions" and method == "POST":
+            return 200, self._action(self._known(parts[1]), parts[3], document)
+        raise _HttpError(404, _NOT_FOUND, f"no route for {method} {path}")
+
+    def _json_body(self, method: str, body: bytes) -> dict[str, Any]:
+        if method == "GET" or not body:
+            return {}
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise _HttpError(422, _BAD_REQUEST, "the body is not JSON") from None
+        if not isinstance(document, dict):
+            raise _HttpError(422, _BAD_REQUEST, "the body must be a JSON object")
+        return document
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _HttpError(401, _AUTH_FAILED, "a Bearer API key is required")
+        if self.api_key is not None and token != self.api_key:
+            raise _HttpError(401, _AUTH_FAILED, "the API key is not valid")
+
+    def _known(self, call_control_id: str) -> SimCall:
+        call = self.calls.get(call_control_id)
+        if call is None:
+            raise _HttpError(404, _NOT_FOUND, f"no call {call_control_id!r}")
+        return call
+
+    # ------------------------------------------------------------------ REST: dial
+
+    def _dial(self, body: dict[str, Any]) -> dict[str, Any]:
+        for field in ("connection_id", "to", "from"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise _HttpError(422, _BAD_REQUEST, f"{field} is required")
+        client_state = body.get("client_state")
+        if client_state is not None:
+            _check_base64(client_state, "client_state")
+        command_id = body.get("command_id")
+        if isinstance(command_id, str) and command_id:
+            # Telnyx ignores a second dial with the same command_id.
+            for known in self.calls.values():
+                if f"dial:{command_id}" in known.commands:
+                    return {"data": self._call_record(known)}
+        timeout = body.get("timeout_secs")
+        if timeout is not None and (not isinstance(timeout, int) or not 5 <= timeout <= 600):
+            raise _HttpError(422, _BAD_REQUEST, "timeout_secs must be an integer 5..600")
+        webhook_url = body.get("webhook_url")
+        call = SimCall(
+            call_control_id=f"v3:{uuid.uuid4().hex}",
+            direction="outgoing",
+            from_number=body["from"],
+            to_number=body["to"],
+            webhook_url=webhook_url
+            if isinstance(webhook_url, str) and webhook_url
+            else (self.connection_webhook_url),
+            connection_id=body["connection_id"],
+            client_state=client_state,
+            start_time=_now_iso(),
+            timeout_secs=timeout,
+        )
+        if isinstance(command_id, str) and command_id:
+            call.commands.add(f"dial:{command_id}")
+        self.calls[call.call_control_id] = call
+        self.dials += 1
+        self._emit(call, "call.initiated", {"state": "bridging"})
+        self._spawn(self._ring(call))
+        return {"data": self._call_record(call)}
+
+    async def _ring(self, call: SimCall) -> None:
+        await asyncio.sleep(self.answer_delay_s)
+        if call.status != "ringing":
+            return
+        unanswered = OUTCOMES[self.outcome]
+        if unanswered is None:
+            call.status = "live"
+            call.answered += 1
+            self._emit(call, "call.answered", {"state": "answered"})
+        else:
+            cause, sip_cause = unanswered
+            self._end(call, cause, source="callee", sip_cause=sip_cause)
+
+    def _call_record(self, call: SimCall) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "record_type": "call",
+            "call_control_id": call.call_control_id,
+            "call_leg_id": call.call_leg_id,
+            "call_session_id": call.call_session_id,
+            # A leg is alive from creation (ringing) until it is hung up.
+            "is_alive": call.status != "ended",
+            "start_time": call.start_time,
+        }
+        if call.client_state is not None:
+            record["client_state"] = call.client_state
+        if call.end_time is not None:
+            record["end_time"] = call.end_time
+        return record
+
+    # ------------------------------------------------------------------ REST: actions
+
+    def _action(self, call: SimCall, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        handler = self._ACTIONS.get(action)
+        if handler is None:
+            raise _HttpError(404, _NOT_FOUND, f"no action {action!r}")
+        command_id = body.get("command_id")
+        if isinstance(command_id, str) and command_id:
+            key = f"{action}:{command_id}"
+            if key in call.commands:
+                return {"data": {"result": "ok"}}  # a duplicate command is ignored
+        if call.status == "ended":
+            raise _HttpError(
+                422, _ALREADY_ENDED, "This call is no longer active and can't receive commands."
+            )
+        client_state = body.get("client_state")
+        if client_state is not None:
+            _check_base64(client_state, "client_state")
+            # "Use this field to add state to every subsequent webhook" - including the
+            # ones this very command causes.
+            call.client_state = client_state
+        handler(self, call, body)
+        if isinstance(command_id, str) and command_id:
+            call.commands.add(f"{action}:{command_id}")
+        return {"data": {"result": "ok"}}
+
+    def _answer(self, call: SimCall, body: dict[str, Any]) -> None:
+        if call.direction != "incoming":
+            raise _HttpError(422, _BAD_REQUEST, "only an incoming call can be answered")
+        if call.status != "ringing":
+            raise _HttpError(422, _BAD_REQUEST, "the call was already answered")
+        webhook_url = body.get("webhook_url")
+        if isinstance(webhook_url, str) and webhook_url:
+            call.webhook_url = webhook_url
+        call.status = "live"
+        call.answered += 1
+        self._emit(call, "call.answered", {"state": "answered"})
+
+    def _reject(self, call: SimCall, body: dict[str, Any]) -> None:
+        if body.get("cause") not in _REJECT_CAUSES:
+            raise _HttpError(422, _BAD_REQUEST, "cause is required")
+        if call.direction != "incoming" or call.status != "ringing":
+            raise _HttpError(422, _BAD_REQUEST, "only a ringing incoming call can be rejected")
+        call.rejected += 1
+        self._end(call, "call_rejected", source="callee", sip_cause="603")
+
+    def _speak(self, call: SimCall, body: dict[str, Any]) -> None:
+        self._require_live(call)
+        text, voice = body.get("payload"), body.get("voice")
+        if not isinstance(text, str) or not text:
+            raise _HttpError(422, _BAD_REQUEST, "payload is required")
+        if not isinstance(voice, str) or not voice:
+            raise _HttpError(422, _BAD_REQUEST, "voice is required")
+        call.heard.append(text)
+        self._emit(call, "call.speak.started", {})
+        self._emit(call, "call.speak.ended", {"status": "completed"})
+
+    def _transcription_start(self, call: SimCall, body: dict[str, Any]) -> None:
+        self._require_live(call)
+        call.transcribing = True
+        if not call.reply_pending:
+            call.reply_pending = True
+            self._spawn(self._callee_turn(call))
+
+    def _transcription_stop(self, call: SimCall, body: dict[str, Any]) -> None:
+        call.transcribing = False
+
+    def _hangup(self, call: SimCall, body: dict[str, Any]) -> None:
+        call.hangups += 1
+        # Whoever placed the leg is its caller; here that is us on outbound calls.
+        source = "caller" if call.direction == "outgoing" else "callee"
+        cause = "normal_clearing" if call.status == "live" else "originator_cancel"
+        self._end(call, cause, source=source, sip_cause="200" if call.status == "live" else "487")
+
+    _ACTIONS: Final[dict[str, Callable[[TelnyxSimulator, SimCall, dict[str, Any]], None]]] = {
+        "answer": _answer,
+        "reject": _reject,
+        "speak": _speak,
+        "transcription_start": _transcription_start,
+        "transcription_stop": _transcription_stop,
+        "hangup": _hangup,
+    }
+
+    @staticmethod
+    def _require_live(call: SimCall) -> None:
+        if call.status != "live":
+            raise _HttpError(422, _BAD_REQUEST, "the call has not been answered")
+
+    # ------------------------------------------------------------------ the callee
+
+    async def _callee_turn(self, call: SimCall) -> None:
+        await asyncio.sleep(self.reply_delay_s)
+        call.reply_pending = False
+        # Speech while nobody transcribes is lost to us; the callee says it again next turn.
+        if call.status != "live" or not call.transcribing:
+            return
+        if call.replies_used >= len(self.replies):
+            source = "callee" if call.direction == "outgoing" else "caller"
+            self._end(call, "normal_clearing", source=source, sip_cause="200")
+            return
+        line = self.replies[call.replies_used]
+        call.replies_used += 1
+        self._emit(
+            call,
+            "call.transcription",
+            {"transcription_data": {"transcript": line, "is_final": True, "confidence": 0.97}},
+        )
+
+    def _end(self, call: SimCall, cause: str, *, source: str, sip_cause: str) -> None:
+        call.status = "ended"
+        call.transcribing = False
+        call.hangup_cause = cause
+        call.end_time = _now_iso()
+        self._emit(
+            call,
+            "call.hangup",
+            {
+                "state": "hangup",
+                "hangup_cause": cause,
+                "hangup_source": source,
+                "sip_hangup_cause": sip_cause,
+                "start_time": call.start_time,
+                "end_time": call.end_time,
+            },
+        )
+
+    # ------------------------------------------------------------------ webhooks
+
+    def _emit(self, call: SimCall, event_type: str, extra: dict[str, Any]) -> None:
+        payload: dict[str, Any] = {
+            "call_control_id": call.call_control_id,
+            "call_leg_id": call.call_leg_id,
+            "call_session_id": call.call_session_id,
+            "connection_id": call.connection_id,
+            "from": call.from_number,
+            "to": call.to_number,
+            "direction": call.direction,
+        }
+        if call.client_state is not None:
+            payload["client_state"] = call.client_state
+        payload.update(extra)
+        data = {
+            "record_type": "event",
+            "event_type": event_type,
+            "id": str(uuid.uuid4()),
+            "occurred_at": _now_iso(),
+            "payload": payload,
+        }
+        queue = self._queues.get(call.call_control_id)
+        if queue is None:
+            queue = self._queues[call.call_control_id] = asyncio.Queue()
+            self._spawn(self._deliver_in_order(queue), name="telnyx-sim-worker")
+        # The URL is read now: a webhook_url given later applies to later events only.
+        self._undelivered += 1
+        queue.put_nowait((call.webhook_url, data))
+
+    async def _deliver_in_order(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
+        # One worker per call: Telnyx delivers a call's webhooks one after another, and
+        # never from inside the REST request that caused them.
+        while True:
+            url, data = await queue.get()
+            try:
+                await self._deliver(url, data)
+            finally:
+                self._undelivered -= 1
+                queue.task_done()
+
+    async def _deliver(self, url: str, data: dict[str, Any]) -> None:
+        delays = (0.0, *self.retry_delays_s)
+        for attempt, delay in enumerate(delays, start=1):
+            if delay:
+                await asyncio.sleep(delay)
+            body = json.dumps(
+                {"data": data, "meta": {"attempt": attempt, "delivered_to": url}}
+            ).encode()
+            delivery = Delivery(
+                url=url,
+                headers=self.sign(body),
+                body=body,
+                event_type=data["event_type"],
+                call_control_id=data["payload"]["call_control_id"],
+            )
+            self.deliveries.append(delivery)
+            try:
+                response = await self.webhook.post(url, content=body, headers=delivery.headers)
+            except httpx.HTTPError as err:
+                log.info("telnyx sim: %s to %s failed: %s", data["event_type"], url, err)
+                continue
+            delivery.status = response.status_code
+            if response.status_code < 500:
+                if response.status_code >= 300:
+                    log.warning(
+                        "telnyx sim: %s answered %s", data["event_type"], response.status_code
+                    )
+                return
+        log.warning("telnyx sim: gave up delivering %s to %s", data["event_type"], url)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ control endpoints
+
+    async def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        if path == "/_sim/health" and method == "GET":
+            return 200, {"ok": True}
+        if path == "/_sim/calls" and method == "GET":
+            return 200, self.snapshot()
+        document = self._json_body(method, body)
+        if path == "/_sim/inbound" and method == "POST":
+            from_number, to_number = document.get("from"), document.get("to")
+            if from_number is not None and not isinstance(from_number, str):
+                raise _HttpError(422, _BAD_REQUEST, "from must be a string")
+            if to_number is not None and not isinstance(to_number, str):
+                raise _HttpError(422, _BAD_REQUEST, "to must be a string")
+            pid = await self.ring_inbound(from_number, to_number)
+            return 200, {"callControlId": pid}
+        if path == "/_sim/unavailable" and method == "POST":
+            self.unavailable = bool(document.get("unavailable", True))
+            return 200, {"unavailable": self.unavailable}
+        raise _HttpError(404, _NOT_FOUND, f"no control route {method} {path}")
+
+
+def _check_base64(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise _HttpError(422, _BAD_REQUEST, f"{field} must be a string")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _HttpError(422, _BAD_REQUEST, f"{field} must be valid Base-64") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Standalone runner
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m voicecall.testing.telnyx_sim``: serve the simulator on 127.0.0.1."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--webhook-url", required=True, help="the connection's webhook URL")
+    parser.add_argument("--replies", nargs="*", default=list(DEFAULT_REPLIES))
+    parser.add_argument("--outcome", choices=sorted(OUTCOMES), default="answer")
+    parser.add_argument(
+        "--signing-key",
+        default=os.environ.get("TELNYX_SIM_SIGNING_KEY"),
+        help="base64 Ed25519 seed (else $TELNYX_SIM_SIGNING_KEY; else a fresh key)",
+    )
+    parser.add_argument("--api-key", default=None, help="require this Bearer key on REST")
+    parser.add_argument("--answer-delay-ms", type=int, default=100)
+    parser.add_argument("--reply-delay-ms", type=int, default=100)
+    args = parser.parse_args(argv)
+    key: SigningKey | str = args.signing_key or SigningKey.generate()
+    simulator = TelnyxSimulator(
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0)),
+        key,
+        args.webhook_url,
+        api_key=args.api_key,
+        outcome=args.outcome,
+        replies=args.replies,
+        answer_delay_s=args.answer_delay_ms / 1000,
+        reply_delay_s=args.reply_delay_ms / 1000,
+    )
+    print(f"telnyx sim: public key {simulator.public_key_b64}", flush=True)
+    uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The Telnyx adapter against the simulated Telnyx carrier, for the telephony contract suite.
+
+Everything runs in-process: our adapter's REST goes to the simulator through an
+``httpx.ASGITransport``, and the simulator's signed webhooks reach our real webhook door the
+same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nacl.signing import SigningKey
+
+from voicecall.adapters.telephony.telnyx import TelnyxTelephony, encode_client_state
+from voicecall.config import AppConfig
+from voicecall.domain.call import Call
+from voicecall.domain.ports import Clock
+from voicecall.testing.telnyx_sim import TelnyxSimulator
+
+from .conftest import REPLIES
+
+API_KEY = "KEYsimulated0123456789"
+API_BASE = "http://telnyx.sim/v2"
+PUBLIC_URL = "http://127.0.0.1:3334/voice/webhook"
+OUR_NUMBER = "+15550100000"
+
+
+class Harness:
+    """``CarrierHarness`` for Telnyx (see ``tests/contract/conftest.py``)."""
+
+    name = "telnyx"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.key = SigningKey.generate()
+        self.sim: TelnyxSimulator | None = None
+        self.rest: httpx.AsyncClient | None = None
+
+    def plugin_config(self) -> dict[str, Any]:
+        return {
+            "provider": "telnyx",
+            "publicUrl": PUBLIC_URL,
+            "telnyx": {
+                "apiKey": API_KEY,
+                "connectionId": "sim-connection",
+                "publicKey": base64.b64encode(bytes(self.key.verify_key)).decode(),
+                "apiBaseUrl": API_BASE,
+            },
+        }
+
+    def build(
+        self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
+    ) -> TelnyxTelephony:
+        self.sim = TelnyxSimulator(
+            webhook,
+            self.key,
+            PUBLIC_URL,
+            api_key=API_KEY,
+            outcome=outcome,
+            replies=REPLIES,
+            answer_delay_s=0.02,
+            reply_delay_s=0.05,
+            retry_delays_s=(0.05, 0.1),
+        )
+        self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
+        return TelnyxTelephony.from_config(config, clock, http=self.rest)
+
+    def _sim(self) -> TelnyxSimulator:
+        assert self.sim is not None, "build() first"
+        return self.sim
+
+    def heard(self, call: Call) -> list[str]:
+        return self._sim().heard(call.provider_call_id)
+
+    async def ring_inbound(self, from_number: str | None) -> None:
+        await self._sim().ring_inbound(from_number, OUR_NUMBER)
+
+    def rejections(self, call: Call) -> int:
+        sim_call = self._sim().calls[call.provider_call_id or ""]
+        return sim_call.rejected + sim_call.hangups
+
+    def break_carrier(self) -> None:
+        self._sim().unavailable = True
+
+    async def redeliver_last_webhook(self) -> httpx.Response:
+        sim = self._sim()
+        await sim.idle()
+        return await sim.redeliver()
+
+    async def forge_webhook(self, call: Call) -> httpx.Response:
+        sim = self._sim()
+        body = json.dumps(
+            {
+                "data": {
+                    "record_type": "event",
+                    "event_type": "call.transcription",
+                    "id": str(uuid.uuid4()),
+                    "occurred_at": "2025-01-01T00:00:00.000000Z",
+                    "payload": {
+                        "call_control_id": call.provider_call_id,
+                        "client_state": encode_client_state(call.call_id),
+                        "transcription_data": {
+                            "transcript": "FORGED",
+                            "is_final": True,
+                            "confidence": 1.0,
+                        },
+                    },
+                }
+            }
+        ).encode()
+        # Signed by someone else's key: well-formed, fresh, and not Telnyx.
+        impostor = TelnyxSimulator(sim.webhook, SigningKey.generate(), PUBLIC_URL)
+        return await sim.webhook.post(PUBLIC_URL, content=body, headers=impostor.sign(body))
+
+    async def aclose(self) -> None:
+        if self.sim is not None:
+            await self.sim.aclose()
+        if self.rest is not None:
+            await self.rest.aclose()
