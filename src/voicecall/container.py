@@ -9,6 +9,9 @@ from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
+from voicecall.adapters.telephony.plivo import PlivoTelephony
+from voicecall.adapters.telephony.telnyx import TelnyxTelephony
+from voicecall.adapters.telephony.twilio import TwilioTelephony
 from voicecall.config import AppConfig
 from voicecall.domain.call import CallMode
 from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy
@@ -74,6 +77,9 @@ class Container(containers.DeclarativeContainer):
                 lambda c: c.voice.store_path / "mock-carrier.json", app_config
             ),
         ),
+        plivo=providers.Singleton(PlivoTelephony.from_config, app_config, clock),
+        telnyx=providers.Singleton(TelnyxTelephony.from_config, app_config, clock),
+        twilio=providers.Singleton(TwilioTelephony.from_config, app_config, clock),
     )
 
     # The offline rule-based responder answers unless a responseModel is configured.

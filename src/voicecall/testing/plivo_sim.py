@@ -1,0 +1,733 @@
+"""A simulated Plivo: the Voice API paths Plivo serves, and a callee who follows Plivo XML.
+
+It speaks the same wire format as the real service, so the adapter is exercised end to end:
+
+* REST under ``/v1/Account/{auth_id}/`` with HTTP basic auth: ``POST Call/`` (make a call,
+  answers ``request_uuid``), ``POST Call/{uuid}/`` (transfer: ``legs=aleg``, ``aleg_url``),
+  ``DELETE Call/{uuid}/`` (hang up; 404 when not live), ``DELETE Request/{uuid}/`` (cancel a
+  queued call), ``GET Call/{uuid}/?status=live`` (404 when not live), ``GET Call/{uuid}/`` (the
+  CDR, 404 until the call is over) and ``GET Call/{uuid}/?status=queued``. Every request is
+  recorded; with ``unavailable`` set, all of them answer 503.
+* Webhooks are form-encoded POSTs signed with Plivo's V3 scheme (``X-Plivo-Signature-V3`` and
+  ``-V3-Nonce``, computed with the plivo SDK's own helpers over URL, sorted fields and nonce).
+* A call rings (``ring_url``), then is answered (``answer_url``), busy, unanswered or failed
+  per ``outcome``. The XML it gets back is followed: ``<Speak>`` is heard (recorded per call),
+  ``<GetInput>`` is answered with the next scripted caller line posted to its ``action`` (and
+  the callee hangs up when it has nothing left to say), ``<Wait>`` keeps the call up,
+  ``<Redirect>`` fetches the next document, ``<Hangup>`` ends the call, and running out of
+  elements ends it as Plivo does (End Of XML Instructions). A transfer replaces the running
+  document with the one fetched from ``aleg_url``. Every end is reported to ``hangup_url``.
+* ``ring_inbound`` rings us: the application's Answer URL is fetched with
+  ``Direction=inbound``.
+
+Run it standalone for demos and end-to-end tests::
+
+    python -m voicecall.testing.plivo_sim --port 8790 --webhook-url http://127.0.0.1:3334/voice/webhook
+
+Control endpoints (no auth; bind to loopback): ``POST /_sim/inbound {"from", "to"}``,
+``GET /_sim/calls`` (calls, what each heard, rejections, hang-ups; the dial count),
+``GET /_sim/requests`` (the REST requests received) and
+``POST /_sim/unavailable {"unavailable": true}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+from urllib.parse import parse_qs, urlencode
+from xml.etree import ElementTree
+
+import attrs
+import httpx
+from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+
+__all__ = ["OUTCOMES", "PlivoSimulator", "SentWebhook", "SimCall", "main", "sign_v3"]
+
+log = logging.getLogger(__name__)
+
+OUTCOMES: Final = ("answer", "busy", "no-answer", "fail")
+
+# (CallStatus, HangupCause, HangupCauseName, HangupCauseCode, HangupSource) per outcome.
+_UNANSWERED: Final = {
+    "busy": ("busy", "USER_BUSY", "Busy Line", "3010", "Callee"),
+    "no-answer": ("no-answer", "NO_ANSWER", "No Answer", "3030", "Callee"),
+    "fail": ("failed", "UNALLOCATED_NUMBER", "Invalid Destination Address", "2000", "Carrier"),
+}
+_WEBHOOK_RETRIES: Final = (0.2, 0.5, 1.0)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def sign_v3(auth_token: str, url: str, params: dict[str, str], nonce: str) -> str:
+    """Plivo's V3 signature for a POST to ``url`` with form ``params``, as Plivo computes it."""
+    base = construct_post_url(url, dict(params)).decode("utf-8")
+    signature: bytes = get_signature_v3(auth_token.encode(), base, nonce.encode())
+    return signature.decode("ascii")
+
+
+@attrs.frozen
+class SentWebhook:
+    """One webhook exactly as sent, so a test can deliver it again byte for byte."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@attrs.define
+class SimCall:
+    """The simulated network's view of one call."""
+
+    call_uuid: str
+    request_uuid: str | None
+    direction: str
+    from_number: str
+    to_number: str
+    answer_url: str
+    hangup_url: str | None
+    ring_url: str | None = None
+    status: str = "queued"  # queued | ringing | live | ended
+    end_status: str | None = None
+    hangup_cause: str | None = None
+    hangup_cause_name: str | None = None
+    hangup_cause_code: str | None = None
+    hangup_source: str | None = None
+    heard: list[str] = attrs.Factory(list)
+    replies_used: int = 0
+    hangups: int = 0
+    rejected: int = 0
+    transfers: int = 0
+    started_at: float = attrs.Factory(time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    generation: int = 0
+    wake: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    def interrupt(self) -> int:
+        """Stop whatever document is running; returns the new generation."""
+        self.generation += 1
+        self.wake.set()
+        self.wake = asyncio.Event()
+        return self.generation
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "callUuid": self.call_uuid,
+            "requestUuid": self.request_uuid,
+            "direction": self.direction,
+            "from": self.from_number,
+            "to": self.to_number,
+            "status": self.status,
+            "endStatus": self.end_status,
+            "hangupCause": self.hangup_cause,
+            "hangupSource": self.hangup_source,
+            "heard": list(self.heard),
+            "repliesUsed": self.replies_used,
+            "hangups": self.hangups,
+            "rejected": self.rejected,
+            "transfers": self.transfers,
+        }
+
+
+class _Stale(Exception):
+    """The running document was replaced (transfer, hang-up); stop following it."""
+
+
+class PlivoSimulator:
+    """An ASGI app that behaves like Plivo's Voice API and its callers.
+
+    Args:
+        auth_id: the account id expected in paths and basic auth.
+        auth_token: the token for basic auth and for signing webhooks.
+        webhook: the client webhooks are sent with (in-process ASGI or real loopback HTTP).
+        webhook_url: our public webhook URL; the inbound application's Answer and Hangup URL.
+        outcome: what the callee does with an outbound call (``OUTCOMES``).
+        replies: what the callee says, one line per ``<GetInput>``; then it hangs up.
+        answer_delay_s: ringing time before the outcome.
+        reply_delay_s: how long the callee takes to answer a ``<GetInput>``.
+        max_wait_s: caps each ``<Wait>`` (None: wait as long as the XML says).
+    """
+
+    def __init__(
+        self,
+        *,
+        auth_id: str,
+        auth_token: str,
+        webhook: httpx.AsyncClient,
+        webhook_url: str,
+        outcome: str = "answer",
+        replies: Sequence[str] = ("Hello.", "Yes.", "Goodbye."),
+        answer_delay_s: float = 0.05,
+        reply_delay_s: float = 0.2,
+        max_wait_s: float | None = None,
+    ) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self.webhook = webhook
+        self.webhook_url = webhook_url
+        self.outcome = outcome
+        self.replies = tuple(replies)
+        self.answer_delay_s = answer_delay_s
+        self.reply_delay_s = reply_delay_s
+        self.max_wait_s = max_wait_s
+        self.unavailable = False
+        self.calls: dict[str, SimCall] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.sent: list[SentWebhook] = []
+        self.dials = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._prefix = f"/v1/Account/{auth_id}/"
+
+    # ------------------------------------------------------------------ queries
+
+    def find(self, call_id: str | None) -> SimCall | None:
+        """A call by its CallUUID or its request_uuid."""
+        if not call_id:
+            return None
+        call = self.calls.get(call_id)
+        if call is not None:
+            return call
+        return next((c for c in self.calls.values() if c.request_uuid == call_id), None)
+
+    def heard(self, call_id: str | None) -> list[str]:
+        call = self.find(call_id)
+        return list(call.heard) if call else []
+
+    @property
+    def last_webhook(self) -> SentWebhook | None:
+        return self.sent[-1] if self.sent else None
+
+    async def redeliver(self, sent: SentWebhook) -> httpx.Response:
+        """Send a webhook again exactly as before (a carrier retry); its answer is not acted on."""
+        return await self.webhook.post(sent.url, content=sent.body, headers=list(sent.headers))
+
+    async def ring_inbound(self, from_number: str | None, to_number: str | None) -> SimCall:
+        """A caller rings our number; the application's Answer URL is fetched in the background."""
+        call = SimCall(
+            call_uuid=str(uuid.uuid4()),
+            request_uuid=None,
+            direction="inbound",
+            from_number=_plivo_number(from_number),
+            to_number=_plivo_number(to_number),
+            answer_url=self.webhook_url,
+            hangup_url=self.webhook_url,
+            status="ringing",
+        )
+        self.calls[call.call_uuid] = call
+        self._spawn(self._answer(call, call.generation, "ringing"))
+        return call
+
+    async def settle(self, within: float = 5.0) -> None:
+        """Wait until no simulated work is in flight (for deterministic tests)."""
+        deadline = time.monotonic() + within
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(deadline - time.monotonic(), 0))
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        status, payload = await self._route(
+            scope["method"].upper(),
+            scope["path"],
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            bytes(body),
+        )
+        raw = b"" if payload is None else json.dumps(payload).encode()
+        response_headers = [(b"content-type", b"application/json")] if raw else []
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": raw})
+
+    async def _route(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        if path.startswith("/_sim/"):
+            return await self._control(method, path, body)
+        params = {key: values[0] for key, values in parse_qs(query).items()}
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            data = None
+        self.requests.append(
+            {"method": method, "path": path, "query": params, "json": data, "at": time.time()}
+        )
+        if self.unavailable:
+            return 503, {"error": "service unavailable (simulated outage)"}
+        if not self._authorised(headers.get("authorization", "")):
+            return 401, {"error": "authentication failed"}
+        if not path.startswith(self._prefix):
+            return 404, {"error": "not found"}
+        if data is None or not isinstance(data, dict):
+            return 400, {"error": "the body must be a JSON object"}
+        parts = [part for part in path[len(self._prefix) :].split("/") if part]
+        api_id = str(uuid.uuid4())
+        if parts == ["Call"] and method == "POST":
+            return self._make_call(data, api_id)
+        if len(parts) == 2 and parts[0] == "Call":
+            call_uuid = parts[1]
+            if method == "POST":
+                return self._transfer(call_uuid, data, api_id)
+            if method == "DELETE":
+                return self._hangup(call_uuid)
+            if method == "GET":
+                return self._retrieve(call_uuid, params.get("status"), api_id)
+        if len(parts) == 2 and parts[0] == "Request" and method == "DELETE":
+            return self._cancel_request(parts[1])
+        return 404, {"api_id": api_id, "error": "not found"}
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(token).decode()
+        except ValueError:
+            return False
+        return decoded == f"{self.auth_id}:{self.auth_token}"
+
+    # ------------------------------------------------------------------ REST handlers
+
+    def _make_call(self, data: dict[str, Any], api_id: str) -> tuple[int, Any]:
+        missing = [key for key in ("from", "to", "answer_url") if not data.get(key)]
+        if missing:
+            return 400, {"api_id": api_id, "error": f"missing: {', '.join(missing)}"}
+        if not re.fullmatch(r"\+?[1-9]\d{5,14}", str(data["to"])):
+            return 400, {"api_id": api_id, "error": "invalid destination number"}
+        self.dials += 1
+        call = SimCall(
+            call_uuid=str(uuid.uuid4()),
+            request_uuid=str(uuid.uuid4()),
+            direction="outbound",
+            from_number=_plivo_number(str(data["from"])),
+            to_number=_plivo_number(str(data["to"])),
+            answer_url=str(data["answer_url"]),
+            hangup_url=data.get("hangup_url") or None,
+            ring_url=data.get("ring_url") or None,
+        )
+        self.calls[call.call_uuid] = call
+        self._spawn(self._place(call))
+        return 201, {"api_id": api_id, "message": "call fired", "request_uuid": call.request_uuid}
+
+    def _transfer(self, call_uuid: str, data: dict[str, Any], api_id: str) -> tuple[int, Any]:
+        call = self.calls.get(call_uuid)
+        if call is None or call.status != "live":
+            return 404, {"api_id": api_id, "error": "call not found"}
+        if data.get("legs") not in ("aleg", "both") or not data.get("aleg_url"):
+            return 400, {"api_id": api_id, "error": "legs=aleg with aleg_url is required"}
+        call.transfers += 1
+        generation = call.interrupt()
+        self._spawn(self._fetch_and_run(call, generation, str(data["aleg_url"]), "Transfer"))
+        return 202, {"api_id": api_id, "message": "call transferred"}
+
+    def _hangup(self, call_uuid: str) -> tuple[int, Any]:
+        call = self.calls.get(call_uuid)
+        if call is None or call.status not in ("ringing", "live"):
+            return 404, {"error": "call not found"}
+        call.hangups += 1
+        if call.status == "live":
+            self._end(call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", "API Request")
+        else:
+            self._end(call, "cancel", "ORIGINATOR_CANCEL", "Canceled", "1000", "API Request")
+        return 204, None
+
+    def _cancel_request(self, request_uuid: str) -> tuple[int, Any]:
+        call = next((c for c in self.calls.values() if c.request_uuid == request_uuid), None)
+        if call is None or call.status != "queued":
+            return 404, {"error": "request not found"}
+        call.hangups += 1
+        self._end(call, "cancel", "ORIGINATOR_CANCEL", "Canceled", "1000", "API Request")
+        return 204, None
+
+    def _retrieve(self, call_uuid: str, status: str | None, api_id: str) -> tuple[int, Any]:
+        if status == "queued":
+            call = next((c for c in self.calls.values() if c.request_uuid == call_uuid), None)
+            if call is None or call.status != "queued":
+                return 404, {"api_id": api_id, "error": "not found"}
+            return 200, {"api_id": api_id, "call_status": "queued", "request_uuid": call_uuid}
+        call = self.calls.get(call_uuid)
+        if status == "live":
+            if call is None or call.status not in ("ringing", "live"):
+                return 404, {"api_id": api_id, "error": "not found"}
+            return 200, {
+                "api_id": api_id,
+                "call_uuid": call.call_uuid,
+                "call_status": "in-progress" if call.status == "live" else "ringing",
+                "direction": call.direction,
+                "from": call.from_number,
+                "to": call.to_number,
+                "request_uuid": call.request_uuid,
+                "session_start": _stamp(call.started_at),
+            }
+        if call is None or call.status != "ended":
+            # Plivo writes the call detail record once the call is over.
+            return 404, {"api_id": api_id, "error": "not found"}
+        return 200, {
+            "api_id": api_id,
+            "call_uuid": call.call_uuid,
+            "call_direction": call.direction,
+            "from_number": call.from_number,
+            "to_number": call.to_number,
+            "initiation_time": _stamp(call.started_at),
+            "answer_time": _stamp(call.answered_at) if call.answered_at else None,
+            "end_time": _stamp(call.ended_at or time.time()),
+            "call_duration": int((call.ended_at or 0) - (call.answered_at or call.ended_at or 0)),
+            "hangup_cause_name": call.hangup_cause_name,
+            "hangup_cause_code": int(call.hangup_cause_code or 0),
+            "hangup_source": call.hangup_source,
+        }
+
+    async def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            return 400, {"error": "expected JSON"}
+        if path == "/_sim/calls" and method == "GET":
+            return 200, {
+                "dials": self.dials,
+                "calls": [call.summary() for call in self.calls.values()],
+                "requests": len(self.requests),
+            }
+        if path == "/_sim/requests" and method == "GET":
+            return 200, {"requests": self.requests[-500:]}
+        if path == "/_sim/inbound" and method == "POST":
+            call = await self.ring_inbound(data.get("from"), data.get("to") or "15550100000")
+            return 202, {"callUuid": call.call_uuid}
+        if path == "/_sim/unavailable" and method == "POST":
+            self.unavailable = bool(data.get("unavailable", True))
+            return 200, {"unavailable": self.unavailable}
+        return 404, {"error": "not found"}
+
+    # ------------------------------------------------------------------ the callee
+
+    async def _place(self, call: SimCall) -> None:
+        await asyncio.sleep(0)  # the Make Call answer goes out first, as it would
+        if call.status != "queued":
+            return
+        call.status = "ringing"
+        if call.ring_url:
+            await self._post(call, call.ring_url, {"CallStatus": "ringing"})
+        await asyncio.sleep(self.answer_delay_s)
+        if call.status != "ringing":
+            return  # cancelled meanwhile
+        if self.outcome == "answer":
+            call.status = "live"
+            call.answered_at = time.time()
+            await self._answer(call, call.generation, "in-progress")
+            return
+        status, cause, name, code, source = _UNANSWERED[self.outcome]
+        self._end(call, status, cause, name, code, source)
+
+    async def _answer(self, call: SimCall, generation: int, call_status: str) -> None:
+        doc = await self._fetch(call, generation, call.answer_url, "Answer", call_status)
+        if doc is not None:
+            await self._run(call, generation, doc)
+
+    async def _fetch_and_run(self, call: SimCall, generation: int, url: str, what: str) -> None:
+        doc = await self._fetch(call, generation, url, what)
+        if doc is not None:
+            await self._run(call, generation, doc)
+
+    async def _fetch(
+        self,
+        call: SimCall,
+        generation: int,
+        url: str,
+        what: str,
+        call_status: str = "in-progress",
+        extra: dict[str, str] | None = None,
+    ) -> bytes | None:
+        """POST for the next document; None (and the call ended) when there is none."""
+        response = await self._post(call, url, {"CallStatus": call_status} | (extra or {}))
+        if call.generation != generation or call.status == "ended":
+            return None
+        if response is None or not response.is_success:
+            # Plivo's 7011..7014: the URL could not be reached; the call is dropped.
+            self._end(call, "completed", "", f"Error Reaching {what} URL", "7011", "Error")
+            return None
+        return response.content
+
+    async def _run(self, call: SimCall, generation: int, doc: bytes | None) -> None:
+        """Follow Plivo XML until the call ends or the document is replaced."""
+        try:
+            while doc is not None:
+                doc = await self._run_document(call, generation, doc)
+        except _Stale:
+            return
+        except Exception:
+            log.exception("plivo sim: following XML failed")
+            self._end(call, "completed", "", "Internal Error", "5000", "Plivo")
+
+    async def _run_document(self, call: SimCall, generation: int, doc: bytes) -> bytes | None:
+        self._check(call, generation)
+        try:
+            root = ElementTree.fromstring(doc)
+        except ElementTree.ParseError:
+            root = None
+        if root is None or root.tag != "Response":
+            self._end(call, "completed", "", "Invalid Answer XML", "8011", "Error")
+            return None
+        first = root[0].tag if len(root) else None
+        if call.direction == "inbound" and call.status == "ringing" and first != "Hangup":
+            # Any document that does something answers an inbound call.
+            call.status = "live"
+            call.answered_at = time.time()
+        for element in root:
+            self._check(call, generation)
+            tag = element.tag
+            if tag == "Speak":
+                call.heard.append((element.text or "").strip())
+            elif tag == "Wait":
+                await self._sleep(call, generation, _int(element.get("length"), 1))
+            elif tag == "Redirect":
+                url = (element.text or "").strip()
+                return await self._fetch(call, generation, url, "Redirect")
+            elif tag == "Hangup":
+                if element.get("reason") == "rejected":
+                    call.rejected += 1
+                    self._end(call, "completed", "CALL_REJECTED", "Rejected", "3020", "Answer XML")
+                else:
+                    self._end(
+                        call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", "Answer XML"
+                    )
+                return None
+            elif tag == "GetInput":
+                outcome = await self._get_input(call, generation, element)
+                if outcome is not None:
+                    return outcome
+            else:
+                log.warning("plivo sim: ignoring unsupported element <%s>", tag)
+        self._end(call, "completed", "NORMAL_CLEARING", "End Of XML Instructions", "4010", "Plivo")
+        return None
+
+    async def _get_input(
+        self, call: SimCall, generation: int, element: ElementTree.Element
+    ) -> bytes | None:
+        for child in element:
+            if child.tag == "Speak":
+                call.heard.append((child.text or "").strip())
+        if element.get("inputType", "dtmf") not in ("speech", "dtmf speech"):
+            return None  # the scripted callee only talks
+        await self._sleep(call, generation, self.reply_delay_s)
+        if call.replies_used >= len(self.replies):
+            # Nothing left to say: the person hangs up.
+            source = "Callee" if call.direction == "outbound" else "Caller"
+            self._end(call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", source)
+            raise _Stale
+        line = self.replies[call.replies_used]
+        call.replies_used += 1
+        action = element.get("action")
+        if not action:
+            return None
+        fields = {
+            "InputType": "speech",
+            "Speech": line,
+            "Digits": "",
+            "SpeechConfidenceScore": "0.93",
+            "BilledAmount": "0.00500",
+        }
+        doc = await self._fetch(call, generation, action, "Action", extra=fields)
+        if doc is None:
+            raise _Stale
+        if element.get("redirect", "true") == "false":
+            return None  # the answer is ignored and the next element runs
+        return doc
+
+    async def _sleep(self, call: SimCall, generation: int, seconds: float) -> None:
+        if self.max_wait_s is not None:
+            seconds = min(seconds, self.max_wait_s)
+        wake = call.wake
+        try:
+            await asyncio.wait_for(wake.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            pass
+        self._check(call, generation)
+
+    @staticmethod
+    def _check(call: SimCall, generation: int) -> None:
+        if call.generation != generation or call.status == "ended":
+            raise _Stale
+
+    def _end(
+        self, call: SimCall, status: str, cause: str, name: str, code: str, source: str
+    ) -> None:
+        if call.status == "ended":
+            return
+        call.status = "ended"
+        call.end_status = status
+        call.hangup_cause = cause
+        call.hangup_cause_name = name
+        call.hangup_cause_code = code
+        call.hangup_source = source
+        call.ended_at = time.time()
+        call.interrupt()
+        if call.hangup_url:
+            duration = int(call.ended_at - call.answered_at) if call.answered_at else 0
+            fields = {
+                "CallStatus": status,
+                "HangupCause": cause,
+                "HangupCauseName": name,
+                "HangupCauseCode": code,
+                "HangupSource": source,
+                "Duration": str(duration),
+                "BillDuration": str(duration),
+            }
+            self._spawn(self._post(call, call.hangup_url, fields))
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def _post(self, call: SimCall, url: str, fields: dict[str, str]) -> httpx.Response | None:
+        """Sign and POST one webhook, retrying on connection trouble and 5xx like Plivo."""
+        params = {
+            "CallUUID": call.call_uuid,
+            "From": call.from_number,
+            "To": call.to_number,
+            "Direction": call.direction,
+        }
+        if call.direction == "outbound":
+            params["ALegUUID"] = call.call_uuid
+            params["ALegRequestUUID"] = call.request_uuid or ""
+            params["RequestUUID"] = call.request_uuid or ""
+        params |= fields
+        body = urlencode(params).encode()
+        for attempt, backoff in enumerate((*_WEBHOOK_RETRIES, None)):
+            nonce = str(secrets.randbelow(10**20)).zfill(20)
+            headers = (
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-plivo-signature-v3", sign_v3(self.auth_token, url, params, nonce)),
+                ("x-plivo-signature-v3-nonce", nonce),
+                ("user-agent", "PlivoSim/1.0"),
+            )
+            self.sent.append(SentWebhook(url=url, headers=headers, body=body))
+            if len(self.sent) > 500:
+                del self.sent[:100]
+            try:
+                response = await self.webhook.post(url, content=body, headers=list(headers))
+            except httpx.HTTPError as err:
+                log.info("plivo sim: webhook %s failed (%s), attempt %d", url, err, attempt + 1)
+                response = None
+            if response is not None and response.status_code < 500:
+                return response
+            if backoff is None:
+                return response
+            await asyncio.sleep(backoff)
+        return None
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("plivo sim: background work failed", exc_info=task.exception())
+
+
+def _plivo_number(number: str | None) -> str:
+    # Plivo writes E.164 numbers without the '+' in webhooks.
+    if not number:
+        return ""
+    return number[1:] if number.startswith("+") else number
+
+
+def _int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def _stamp(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+# ------------------------------------------------------------------ standalone runner
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m voicecall.testing.plivo_sim", description="A simulated Plivo Voice API."
+    )
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--webhook-url", required=True, help="our publicUrl")
+    parser.add_argument("--auth-id", default="MASIMULATEDPLIVO0001")
+    parser.add_argument("--auth-token", default="simulated-plivo-token")
+    parser.add_argument("--replies", nargs="*", default=["Hello.", "Yes.", "Goodbye."])
+    parser.add_argument("--outcome", choices=OUTCOMES, default="answer")
+    parser.add_argument("--answer-delay-ms", type=int, default=50)
+    parser.add_argument("--reply-delay-ms", type=int, default=200)
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+        sim = PlivoSimulator(
+            auth_id=args.auth_id,
+            auth_token=args.auth_token,
+            webhook=client,
+            webhook_url=args.webhook_url,
+            outcome=args.outcome,
+            replies=args.replies,
+            answer_delay_s=args.answer_delay_ms / 1000,
+            reply_delay_s=args.reply_delay_ms / 1000,
+        )
+        config = uvicorn.Config(
+            sim, host="127.0.0.1", port=args.port, lifespan="off", log_level="warning"
+        )
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await sim.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the simulator on 127.0.0.1 until interrupted."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="plivo-sim %(levelname)s %(message)s")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
