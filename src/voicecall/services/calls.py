@@ -551,9 +551,15 @@ class CallService:
         return True
 
     async def _commit(self, call: Call, log_type: str, data: dict[str, Any]) -> None:
-        """Persist the call, then log and publish the change: durable before acknowledged."""
-        await self.store.save(call)
-        await self.feed.publish(call.call_id, log_type, self.clock.now(), data)
+        """Persist the call and log the change, both durable before anything goes on.
+
+        The two writes are issued together so a group-committing store puts them in one
+        transaction (one fsync).
+        """
+        await asyncio.gather(
+            self.store.save(call),
+            self.feed.publish(call.call_id, log_type, self.clock.now(), data),
+        )
 
     # ------------------------------------------------------------------ timers
 

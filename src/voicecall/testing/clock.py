@@ -62,6 +62,6 @@ class FakeClock:
 
 
 async def _settle() -> None:
-    # Let tasks woken by fired timers run before time moves on.
-    for _ in range(5):
+    # Let tasks woken by fired timers run (and the tasks they wake) before time moves on.
+    for _ in range(25):
         await asyncio.sleep(0)
