@@ -129,12 +129,13 @@ async def seed_live_call(store_dir: Path) -> None:
     await store.close()
 
 
-def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(args, stdout=sink, stderr=sink)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return process
@@ -293,9 +294,15 @@ async def main(seconds: float) -> None:
         await seed_live_call(directory / "store")
         env_python = sys.executable
         signed = start(
-            [env_python, "-m", "voicecall", "serve", "--config", str(config)], signed_port
+            [env_python, "-m", "voicecall", "serve", "--config", str(config)],
+            signed_port,
+            directory / "signed.log",
         )
-        bare = start([env_python, __file__, "--serve-bare", str(bare_port)], bare_port)
+        bare = start(
+            [env_python, __file__, "--serve-bare", str(bare_port)],
+            bare_port,
+            directory / "bare.log",
+        )
         try:
             total = int(seconds * 6000) + 20000
             print(f"voicecall webhook benchmark ({os.cpu_count()} cores, {seconds:g} s per phase)")
@@ -310,6 +317,8 @@ async def main(seconds: float) -> None:
             for process in (signed, bare):
                 process.terminate()
                 process.wait(10)
+            log_lines = (directory / "signed.log").read_text().splitlines()
+            print(f"  (signed server wrote {len(log_lines)} log lines; last: {log_lines[-1:]})")
 
 
 if __name__ == "__main__":

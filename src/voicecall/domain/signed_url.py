@@ -18,6 +18,7 @@ URL an attacker chose.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Final
@@ -67,6 +68,7 @@ class _HostPort:
         return self.render(self.port)
 
 
+@functools.lru_cache(maxsize=512)
 def _parse_host_port(value: str) -> _HostPort | None:
     """Parse ``host[:port]`` strictly; None when anything about it is off."""
     if not value or _HOST_CHARS.fullmatch(value) is None:
