@@ -471,3 +471,29 @@ async def test_malformed_webhooks_are_caller_errors(
 async def test_unknown_call_status_is_ignored(adapter: TwilioTelephony) -> None:
     request = webhook(fields(CallStatus="teleported"), callId=CALL_ID, hook="status")
     assert await adapter.parse_webhook(request) == []
+
+
+@respx.mock
+async def test_twilio_coming_back_before_the_update_answer_is_not_missed(
+    adapter: TwilioTelephony,
+) -> None:
+    """Twilio may run an update's TwiML, reach its <Redirect> and fetch from us before the
+    update's REST answer arrives. That fetch parks the call; a verb asked for afterwards must
+    go out at once, not wait for a fetch that comes only after the long <Pause>."""
+    answers: list[ET.Element] = []
+
+    async def update_then_fetch_first(request: httpx.Request) -> httpx.Response:
+        if [verb.tag for verb in twiml_of(request)] == ["Say", "Redirect"]:
+            redirect = twiml_of(request)[1].text or ""
+            wait = webhook(fields(CallStatus="in-progress"), **query_of(redirect))
+            await adapter.parse_webhook(wait)
+            answered = adapter.webhook_response(wait, [a_call()])
+            answers.append(ET.fromstring(answered.body))
+        return httpx.Response(200, json={"sid": CALL_SID})
+
+    update = respx.post(f"{CALLS}/{CALL_SID}.json").mock(side_effect=update_then_fetch_first)
+    await adapter.speak(a_call(), "Here is my answer.", None)
+    assert [verb.tag for verb in answers[0]] == ["Pause", "Redirect"]  # parked
+    await adapter.listen(a_call())
+    assert update.call_count == 2
+    assert [verb.tag for verb in twiml_of(update.calls.last.request)] == ["Gather"]

@@ -117,20 +117,29 @@ class TwilioSignatureVerifier:
             return Verification(ok=False, reason="body not covered by the signature")
 
         url = reconstruct_public_url(request, self._settings)
+        if self._valid(url, params, signature):
+            # The common case; the port variants are worked out only when it fails.
+            return _accepted((url,), signature)
         candidates = twilio_url_variants(url, request, self._settings)
-        for candidate in candidates:
-            try:
-                valid = self._validator.validate(candidate, params, signature)
-            except Exception:
-                valid = False
-            if valid:
-                return Verification(
-                    ok=True,
-                    reason="valid Twilio signature",
-                    checked_urls=candidates,
-                    replay_key=f"twilio:{signature}",
-                )
+        for candidate in candidates[1:]:
+            if self._valid(candidate, params, signature):
+                return _accepted(candidates, signature)
         return Verification(ok=False, reason="bad Twilio signature", checked_urls=candidates)
+
+    def _valid(self, url: str, params: _FormParams | str, signature: str) -> bool:
+        try:
+            return bool(self._validator.validate(url, params, signature))
+        except Exception:  # the SDK must never turn a hostile request into a 500
+            return False
+
+
+def _accepted(checked: tuple[str, ...], signature: str) -> Verification:
+    return Verification(
+        ok=True,
+        reason="valid Twilio signature",
+        checked_urls=checked,
+        replay_key=f"twilio:{signature}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +312,7 @@ class TwilioTelephony:
         )
         self._sink: EventSink | None = None
         self._windows: dict[str, _Window] = {}
+        self._status_requests: dict[int, WebhookRequest] = {}
         self._pending: dict[str, list[_Verb]] = {}
         self._returning: dict[str, float] = {}
         self._listening: set[str] = set()
@@ -418,6 +428,10 @@ class TwilioTelephony:
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
         hook = _read_webhook(request)
         if hook.hook is _Hook.STATUS:
+            # Status callbacks are most of the traffic and always get the empty answer.
+            self._status_requests[id(request)] = request
+            if len(self._status_requests) > 1024:
+                self._status_requests.clear()
             return self._status_events(hook)
         events = self._fetch_events(hook)
         sid = hook.call_sid
@@ -486,12 +500,14 @@ class TwilioTelephony:
         return []  # _Hook.WAIT only keeps the call open
 
     def webhook_response(self, request: WebhookRequest, calls: Sequence[Call]) -> WebhookResponse:
+        if self._status_requests.pop(id(request), None) is request:
+            return _EMPTY_TWIML
         try:
             hook = _read_webhook(request)
         except CallerError:
-            return _twiml(VoiceResponse())
+            return _EMPTY_TWIML
         if hook.hook is _Hook.STATUS:
-            return _twiml(VoiceResponse())
+            return _EMPTY_TWIML
         window = self._windows.get(hook.call_sid)
         if window is None or window.request is not request:
             window = _Window(
@@ -540,14 +556,19 @@ class TwilioTelephony:
         response = VoiceResponse()
         verbs = [*self._pending.pop(sid, []), verb]
         self._append_verbs(response, verbs, call.call_id)
-        tail = self._append_tail(response, sid, call.call_id, verbs)
+        # Recorded before the request: Twilio can start the new TwiML and fetch from us
+        # again before its REST answer arrives, and that fetch must win over this record.
+        self._running(sid, self._append_tail(response, sid, call.call_id, verbs))
         try:
             await self._rest(
                 "POST", self._call_url(sid), [("Twiml", str(response))], "update the call"
             )
         except _AlreadyEnded:
+            self._running(sid, _Tail.PARK)
             raise CarrierRejected("Twilio: the call is no longer in progress") from None
-        self._running(sid, tail)
+        except VoiceCallError:
+            self._running(sid, _Tail.PARK)
+            raise
 
     def _render(self, window: _Window, *, ended: bool) -> VoiceResponse:
         response = VoiceResponse()
@@ -747,6 +768,9 @@ def _confidence(raw: str | None) -> float | None:
 
 def _twiml(response: VoiceResponse) -> WebhookResponse:
     return WebhookResponse(200, str(response).encode(), "text/xml")
+
+
+_EMPTY_TWIML = _twiml(VoiceResponse())
 
 
 def _read_webhook(request: WebhookRequest) -> _Webhook:
