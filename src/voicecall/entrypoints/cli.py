@@ -147,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="a scripted tour on the offline mock carrier"
     )
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary files")
+    demo.add_argument(
+        "--carrier",
+        choices=["mock", "twilio", "telnyx", "plivo"],
+        default="mock",
+        help="mock (offline) or a real adapter against its simulated carrier",
+    )
     return parser
 
 
@@ -183,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         # The demo writes and uses its own throw-away config; the operator's is not touched.
         from voicecall.entrypoints.demo import run_demo
 
-        return run_demo(keep=args.keep)
+        return run_demo(keep=args.keep, carrier_name=args.carrier)
     config = load_config(args.config, os.environ)
     if args.command == "serve":
         from voicecall.entrypoints.server import serve
