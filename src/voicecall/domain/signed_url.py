@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +38,7 @@ __all__ = [
     "is_valid_hostname",
     "normalize_peer",
     "reconstruct_public_url",
+    "signature_headers_present",
     "twilio_url_variants",
 ]
 
@@ -325,3 +327,15 @@ def twilio_url_variants(
     if port is not None:
         variants.append(_with_port(url, port))
     return tuple(dict.fromkeys(v for v in variants if v is not None))
+
+
+def signature_headers_present(
+    header_sets: tuple[tuple[str, ...], ...], header_names: Iterable[str]
+) -> bool:
+    """Whether one complete group of a carrier's signature headers is among ``header_names``.
+
+    Checked before a request's body is read, so a request that cannot be verified at all is
+    refused without reading it. Names compare case-insensitively.
+    """
+    present = {name.lower() for name in header_names}
+    return any(all(name in present for name in group) for group in header_sets)

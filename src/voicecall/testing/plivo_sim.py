@@ -41,7 +41,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode
 from xml.etree import ElementTree
@@ -49,6 +49,16 @@ from xml.etree import ElementTree
 import attrs
 import httpx
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+
+from voicecall.testing.asgi import (
+    Background,
+    Receive,
+    Scope,
+    Send,
+    read_request,
+    run_lifespan,
+    send_json,
+)
 
 __all__ = ["OUTCOMES", "PlivoSimulator", "SentWebhook", "SimCall", "main", "sign_v3"]
 
@@ -63,10 +73,6 @@ _UNANSWERED: Final = {
     "fail": ("failed", "UNALLOCATED_NUMBER", "Invalid Destination Address", "2000", "Carrier"),
 }
 _WEBHOOK_RETRIES: Final = (0.2, 0.5, 1.0)
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def sign_v3(auth_token: str, url: str, params: dict[str, str], nonce: str) -> str:
@@ -188,7 +194,7 @@ class PlivoSimulator:
         self.requests: list[dict[str, Any]] = []
         self.sent: list[SentWebhook] = []
         self.dials = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("plivo sim")
         self._prefix = f"/v1/Account/{auth_id}/"
 
     # ------------------------------------------------------------------ queries
@@ -227,54 +233,37 @@ class PlivoSimulator:
             status="ringing",
         )
         self.calls[call.call_uuid] = call
-        self._spawn(self._answer(call, call.generation, "ringing"))
+        self._background.spawn(self._answer(call, call.generation, "ringing"))
         return call
 
     async def settle(self, within: float = 5.0) -> None:
         """Wait until no simulated work is in flight (for deterministic tests)."""
         deadline = time.monotonic() + within
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=max(deadline - time.monotonic(), 0))
+        while self._background.tasks and time.monotonic() < deadline:
+            await asyncio.wait(
+                set(self._background.tasks), timeout=max(deadline - time.monotonic(), 0)
+            )
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.aclose()
 
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await self.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await run_lifespan(receive, send, self.aclose)
+            return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body, headers = await read_request(scope, receive)
         status, payload = await self._route(
             scope["method"].upper(),
             scope["path"],
             scope.get("query_string", b"").decode("latin-1"),
             headers,
-            bytes(body),
+            body,
         )
-        raw = b"" if payload is None else json.dumps(payload).encode()
-        response_headers = [(b"content-type", b"application/json")] if raw else []
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": raw})
+        await send_json(send, status, payload)
 
     async def _route(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
@@ -343,7 +332,7 @@ class PlivoSimulator:
             ring_url=data.get("ring_url") or None,
         )
         self.calls[call.call_uuid] = call
-        self._spawn(self._place(call))
+        self._background.spawn(self._place(call))
         return 201, {"api_id": api_id, "message": "call fired", "request_uuid": call.request_uuid}
 
     def _transfer(self, call_uuid: str, data: dict[str, Any], api_id: str) -> tuple[int, Any]:
@@ -354,7 +343,9 @@ class PlivoSimulator:
             return 400, {"api_id": api_id, "error": "legs=aleg with aleg_url is required"}
         call.transfers += 1
         generation = call.interrupt()
-        self._spawn(self._fetch_and_run(call, generation, str(data["aleg_url"]), "Transfer"))
+        self._background.spawn(
+            self._fetch_and_run(call, generation, str(data["aleg_url"]), "Transfer")
+        )
         return 202, {"api_id": api_id, "message": "call transferred"}
 
     def _hangup(self, call_uuid: str) -> tuple[int, Any]:
@@ -609,7 +600,7 @@ class PlivoSimulator:
                 "Duration": str(duration),
                 "BillDuration": str(duration),
             }
-            self._spawn(self._post(call, call.hangup_url, fields))
+            self._background.spawn(self._post(call, call.hangup_url, fields))
 
     # ------------------------------------------------------------------ webhooks
 
@@ -649,16 +640,6 @@ class PlivoSimulator:
                 return response
             await asyncio.sleep(backoff)
         return None
-
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("plivo sim: background work failed", exc_info=task.exception())
 
 
 def _plivo_number(number: str | None) -> str:

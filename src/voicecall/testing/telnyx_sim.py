@@ -36,12 +36,22 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
 import httpx
 from nacl.signing import SigningKey
+
+from voicecall.testing.asgi import (
+    Background,
+    Receive,
+    Scope,
+    Send,
+    read_request,
+    run_lifespan,
+    send_json,
+)
 
 __all__ = [
     "DEFAULT_REPLIES",
@@ -76,10 +86,6 @@ _BAD_REQUEST: Final = ("10015", "Bad Request")
 _REJECT_CAUSES: Final = frozenset(
     {"CALL_REJECTED", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE", "USER_BUSY"}
 )
-
-Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 @attrs.define
@@ -211,7 +217,7 @@ class TelnyxSimulator:
         self.deliveries: list[Delivery] = []
         self.dials = 0
         self._queues: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("telnyx sim")
         self._undelivered = 0
 
     @property
@@ -268,7 +274,7 @@ class TelnyxSimulator:
         """Wait until every queued webhook was delivered and no timer is pending."""
         deadline = time.monotonic() + timeout_s
         while self._undelivered or any(
-            not t.done() and t.get_name() != "telnyx-sim-worker" for t in self._tasks
+            not t.done() and t.get_name() != "telnyx-sim-worker" for t in self._background.tasks
         ):
             if time.monotonic() > deadline:
                 raise TimeoutError("the simulated carrier did not settle")
@@ -282,56 +288,30 @@ class TelnyxSimulator:
         }
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._background.aclose()
         self._queues.clear()
 
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan(receive, send, self._shutdown)
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        method = scope["method"].upper()
-        path = scope["path"]
+        body, headers = await read_request(scope, receive)
         try:
-            status, answer = await self._route(method, path, headers, bytes(body))
+            status, answer = await self._route(
+                scope["method"].upper(), scope["path"], headers, body
+            )
         except _HttpError as err:
             status = err.status
             answer = {"errors": [{"code": err.code[0], "title": err.code[1], "detail": err.detail}]}
-        payload = json.dumps(answer).encode() if answer is not None else b""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, answer)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await self.webhook.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _shutdown(self) -> None:
+        await self.aclose()
+        await self.webhook.aclose()
 
     async def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -418,7 +398,7 @@ class TelnyxSimulator:
         self.calls[call.call_control_id] = call
         self.dials += 1
         self._emit(call, "call.initiated", {"state": "bridging"})
-        self._spawn(self._ring(call))
+        self._background.spawn(self._ring(call))
         return {"data": self._call_record(call)}
 
     async def _ring(self, call: SimCall) -> None:
@@ -512,7 +492,7 @@ class TelnyxSimulator:
         call.transcribing = True
         if not call.reply_pending:
             call.reply_pending = True
-            self._spawn(self._callee_turn(call))
+            self._background.spawn(self._callee_turn(call))
 
     def _transcription_stop(self, call: SimCall, body: dict[str, Any]) -> None:
         call.transcribing = False
@@ -601,7 +581,7 @@ class TelnyxSimulator:
         queue = self._queues.get(call.call_control_id)
         if queue is None:
             queue = self._queues[call.call_control_id] = asyncio.Queue()
-            self._spawn(self._deliver_in_order(queue), name="telnyx-sim-worker")
+            self._background.spawn(self._deliver_in_order(queue), name="telnyx-sim-worker")
         # The URL is read now: a webhook_url given later applies to later events only.
         self._undelivered += 1
         queue.put_nowait((call.webhook_url, data))
@@ -646,11 +626,6 @@ class TelnyxSimulator:
                     )
                 return
         log.warning("telnyx sim: gave up delivering %s to %s", data["event_type"], url)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ control endpoints
 

@@ -33,13 +33,23 @@ import logging
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import attrs
 import httpx
 from twilio.request_validator import RequestValidator
+
+from voicecall.testing.asgi import (
+    Background,
+    Receive,
+    Scope,
+    Send,
+    read_request,
+    run_lifespan,
+    send_json,
+)
 
 __all__ = ["DEFAULT_ACCOUNT_SID", "DEFAULT_AUTH_TOKEN", "SimCall", "TwilioSimulator", "main"]
 
@@ -53,10 +63,6 @@ _CREATE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
 _ONE_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
 _TERMINAL: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 _OUTCOME_STATUS: Final = {"busy": "busy", "no-answer": "no-answer", "fail": "failed"}
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @attrs.define
@@ -155,7 +161,7 @@ class TwilioSimulator:
         self.requests: list[tuple[str, str]] = []
         self.last_webhook: tuple[str, dict[str, str], bytes] | None = None
         self._validator = RequestValidator(auth_token)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("twilio sim")
 
     # ------------------------------------------------------------------ what tests look at
 
@@ -184,8 +190,8 @@ class TwilioSimulator:
             status_callback=self.number_status_callback,
         )
         self.calls[call.sid] = call
-        self._spawn(self._callback_pump(call))
-        self._spawn(self._run(call, call.generation, fetch=self.voice_url))
+        self._background.spawn(self._callback_pump(call))
+        self._background.spawn(self._run(call, call.generation, fetch=self.voice_url))
         return call.sid
 
     async def redeliver_last(self) -> httpx.Response:
@@ -199,51 +205,27 @@ class TwilioSimulator:
         return str(self._validator.compute_signature(url, params))
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.aclose()
 
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await self.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await run_lifespan(receive, send, self.aclose)
+            return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body, headers = await read_request(scope, receive)
         method = scope["method"].upper()
         path = scope["path"]
         self.requests.append((method, path))
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if path.startswith("/_sim/"):
             status, answer = await self._control(method, path, body)
         elif path.startswith(_API):
             status, answer = self._rest(method, path, headers, body)
         else:
             status, answer = 404, _error(20404, "The requested resource was not found", 404)
-        payload = json.dumps(answer).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, answer)
 
     def _rest(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -304,8 +286,8 @@ class TwilioSimulator:
             status_events=tuple(form.get("StatusCallbackEvent", ["completed"])),
         )
         self.calls[call.sid] = call
-        self._spawn(self._callback_pump(call))
-        self._spawn(self._place(call))
+        self._background.spawn(self._callback_pump(call))
+        self._background.spawn(self._place(call))
         return 201, self._resource(call)
 
     def _update(self, call: SimCall, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
@@ -329,9 +311,9 @@ class TwilioSimulator:
         call.updates += 1
         generation = self._interrupt(call)
         if twiml is not None:
-            self._spawn(self._run(call, generation, document=twiml))
+            self._background.spawn(self._run(call, generation, document=twiml))
         else:
-            self._spawn(self._run(call, generation, fetch=url))
+            self._background.spawn(self._run(call, generation, fetch=url))
         return 200, self._resource(call)
 
     def _resource(self, call: SimCall) -> dict[str, Any]:
@@ -382,9 +364,9 @@ class TwilioSimulator:
             return
         call.status = "in-progress"
         if call.twiml is not None:
-            self._spawn(self._run(call, call.generation, document=call.twiml))
+            self._background.spawn(self._run(call, call.generation, document=call.twiml))
         else:
-            self._spawn(self._run(call, call.generation, fetch=call.url))
+            self._background.spawn(self._run(call, call.generation, fetch=call.url))
         # Progress callbacks travel apart from the TwiML fetch; either may arrive first.
         self._progress(call, "answered")
 
@@ -565,16 +547,6 @@ class TwilioSimulator:
         except TimeoutError:
             pass
         self._check(call, generation)
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("twilio sim: task failed", exc_info=task.exception())
 
 
 def _new_sid() -> str:

@@ -69,7 +69,12 @@ from voicecall.domain.ports import (
     DialResult,
     EventSink,
 )
-from voicecall.domain.signed_url import UrlTrustSettings, Verification, reconstruct_public_url
+from voicecall.domain.signed_url import (
+    UrlTrustSettings,
+    Verification,
+    reconstruct_public_url,
+    signature_headers_present,
+)
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -137,8 +142,7 @@ class PlivoSignatureVerifier:
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the V3 pair (or, if accepted, the V2 pair) is present, before the body."""
-        present = {name.lower() for name in header_names}
-        return any(all(name in present for name in group) for group in self.header_sets)
+        return signature_headers_present(self.header_sets, header_names)
 
     def verify(self, request: WebhookRequest) -> Verification:
         """Verify one request; never raises."""

@@ -48,7 +48,7 @@ from voicecall.domain.ports import (
     DialResult,
     EventSink,
 )
-from voicecall.domain.signed_url import Verification
+from voicecall.domain.signed_url import Verification, signature_headers_present
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -115,8 +115,7 @@ class TelnyxSignatureVerifier:
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the headers needed to verify at all are present (checked before the body)."""
-        present = {name.lower() for name in header_names}
-        return any(all(name in present for name in group) for group in self.header_sets)
+        return signature_headers_present(self.header_sets, header_names)
 
     def verify(self, request: WebhookRequest) -> Verification:
         """Verify one request; never raises."""

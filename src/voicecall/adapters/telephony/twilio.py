@@ -40,6 +40,7 @@ from voicecall.domain.signed_url import (
     UrlTrustSettings,
     Verification,
     reconstruct_public_url,
+    signature_headers_present,
     twilio_url_variants,
 )
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
@@ -91,8 +92,7 @@ class TwilioSignatureVerifier:
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the headers needed to verify at all are present (checked before the body)."""
-        present = {name.lower() for name in header_names}
-        return any(all(name in present for name in group) for group in self.header_sets)
+        return signature_headers_present(self.header_sets, header_names)
 
     def verify(self, request: WebhookRequest) -> Verification:
         """Verify one request; never raises."""
