@@ -796,14 +796,45 @@ def parse_config(
     _structure(plugin_tts, TtsConfig, f"{_VOICE_PATH}.tts")
     tts = _structure(_deep_merge(core_tts, plugin_tts), TtsConfig, _CORE_TTS_PATH)
 
-    gateway = _structure(_object_at(data, "gateway", "gateway"), GatewayConfig, "gateway")
+    gateway = _structure(_our_gateway_keys(data), GatewayConfig, "gateway")
     gateway = attrs.evolve(
-        gateway, auth=_fill(gateway.auth, env, {"token": ("VOICECALL_GATEWAY_TOKEN",)})
+        gateway,
+        bind=_gateway_bind(gateway.bind),
+        auth=_fill(gateway.auth, env, {"token": ("VOICECALL_GATEWAY_TOKEN",)}),
     )
 
     voice = _with_env_voice(voice, env)
     _check_voice(voice)
     return AppConfig(voice=voice, tts=_with_env_tts(tts, env), gateway=gateway, source=source)
+
+
+# OpenClaw's own gateway section has many more keys (mode, auth.mode, tailscale, reload,
+# controlUi, ...). The file is shared with it, so only the keys this gateway reads are ours to
+# check; the rest belong to OpenClaw and are left alone.
+_GATEWAY_KEYS: Final = ("bind", "port", "auth")
+_GATEWAY_AUTH_KEYS: Final = ("token",)
+# OpenClaw names bind modes; the two that mean one fixed address translate directly.
+_GATEWAY_BIND_NAMES: Final = {"loopback": "127.0.0.1", "lan": "0.0.0.0"}
+_GATEWAY_BIND_UNSUPPORTED: Final = ("tailnet", "auto", "custom")
+
+
+def _our_gateway_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    section = _object_at(data, "gateway", "gateway")
+    ours = {key: section[key] for key in _GATEWAY_KEYS if key in section}
+    auth = ours.get("auth")
+    if isinstance(auth, Mapping):
+        ours["auth"] = {key: auth[key] for key in _GATEWAY_AUTH_KEYS if key in auth}
+    return ours
+
+
+def _gateway_bind(bind: str) -> str:
+    if bind in _GATEWAY_BIND_UNSUPPORTED:
+        raise ConfigError(
+            "gateway.bind",
+            f'OpenClaw bind mode "{bind}" is not supported here; use "loopback", "lan" or an '
+            "IP address",
+        )
+    return _GATEWAY_BIND_NAMES.get(bind, bind)
 
 
 def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> pathlib.Path:

@@ -404,11 +404,11 @@ ERROR_CASES = [
         "messages.tts.voice: unknown key",
         id="unknown core tts",
     ),
-    pytest.param({"gateway": {"mode": "local"}}, "gateway.mode: unknown key", id="unknown gateway"),
     pytest.param(
-        {"gateway": {"auth": {"password": "x"}}},
-        "gateway.auth.password: unknown key",
-        id="unknown gateway auth",
+        {"gateway": {"bind": "tailnet"}},
+        'gateway.bind: OpenClaw bind mode "tailnet" is not supported here; use "loopback", '
+        '"lan" or an IP address',
+        id="unsupported gateway bind mode",
     ),
     # Literal values
     pytest.param(
@@ -849,3 +849,25 @@ def test_real_carriers_need_the_public_url() -> None:
     assert message == (
         f'{VC}.publicUrl: required for provider "plivo" (the webhook URL the carrier calls)'
     )
+
+
+def test_openclaw_gateway_section_is_shared_not_ours() -> None:
+    """OpenClaw's own gateway keys are left to OpenClaw; ours are still checked."""
+    config = parse_config(
+        {
+            "gateway": {
+                "mode": "local",
+                "port": 18790,
+                "bind": "loopback",
+                "auth": {"mode": "token", "token": "gw-secret", "password": "x"},
+                "tailscale": {"mode": "off", "resetOnExit": False},
+                "reload": {"mode": "hybrid"},
+                "controlUi": {"allowInsecureAuth": False},
+            }
+        },
+        {},
+    )
+    assert (config.gateway.bind, config.gateway.port) == ("127.0.0.1", 18790)
+    assert config.gateway.auth.token == "gw-secret"
+    assert parse_config({"gateway": {"bind": "lan"}}, {}).gateway.bind == "0.0.0.0"
+    assert parse_config({"gateway": {"bind": "10.1.2.3"}}, {}).gateway.bind == "10.1.2.3"
