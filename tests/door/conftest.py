@@ -55,6 +55,7 @@ class SignedCarrier(MockTelephony):
         self.verifier = verifier
         self.applied: list[bytes] = []
         self.block = block
+        self.entered = 0
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         return bool(self.verifier.has_signature_headers(header_names))
@@ -64,6 +65,7 @@ class SignedCarrier(MockTelephony):
         return verdict
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
+        self.entered += 1
         if self.block is not None:
             await self.block.wait()
         self.applied.append(request.body)

@@ -209,10 +209,9 @@ async def test_missing_signature_headers_refused_before_the_body_is_read(tmp_pat
         await asyncio.sleep(30)
         yield b"x"
 
-    started = time.monotonic()
     response = await door.client.post("/voice/webhook", content=never_ending(), headers=FORM)
+    # 401, not the 408 that reading the stalled body would have produced.
     assert response.status_code == 401
-    assert time.monotonic() - started < 0.4  # it never waited on the body
     assert door.carrier.applied == []
     await door.stop()
 
@@ -262,7 +261,11 @@ async def test_per_peer_in_flight_cap_is_429(tmp_path: Path) -> None:
         }
 
     waiting = [asyncio.ensure_future(door.post("/myapp.php", *signed(n))) for n in range(2)]
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until both are parked inside the carrier, however slow the machine
+        if door.carrier.entered == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert door.carrier.entered == 2
     third = await door.post("/myapp.php", *signed(3))
     assert third.status_code == 429
     block.set()
