@@ -35,7 +35,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from voicecall.domain.signed_url import UrlTrustSettings
+from voicecall.domain.signed_url import UrlTrustSettings, is_loopback
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -692,15 +692,6 @@ def _with_env_tts(tts: TtsConfig, env: Mapping[str, str]) -> TtsConfig:
     )
 
 
-def _is_loopback(bind: str) -> bool:
-    if bind.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bind).is_loopback
-    except ValueError:
-        return False
-
-
 # Which credentials each carrier needs, as (section, JSON key, Python name, env var).
 _REQUIRED_CREDENTIALS: Final[dict[str, tuple[tuple[str, str, str, str], ...]]] = {
     "twilio": (
@@ -745,7 +736,7 @@ def _check_voice(voice: VoiceCallConfig) -> None:
             f"{_VOICE_PATH}.tunnel.allowNgrokFreeTierLoopbackBypass",
             'only allowed when tunnel.provider is "ngrok"',
         )
-    if voice.skip_signature_verification and not _is_loopback(voice.serve.bind):
+    if voice.skip_signature_verification and not is_loopback(voice.serve.bind):
         raise ConfigError(
             f"{_VOICE_PATH}.skipSignatureVerification",
             "only allowed when serve.bind is a loopback address",

@@ -35,6 +35,7 @@ __all__ = [
     "UrlTrustSettings",
     "Verification",
     "forwarding_headers_trusted",
+    "is_loopback",
     "is_valid_hostname",
     "normalize_peer",
     "reconstruct_public_url",
@@ -147,7 +148,8 @@ def normalize_peer(peer: str | None) -> str | None:
     return str(address)
 
 
-def _is_loopback(address: str | None) -> bool:
+def is_loopback(address: str | None) -> bool:
+    """A loopback address or ``localhost`` (IPv4-mapped forms included); None is not."""
     normalized = normalize_peer(address)
     if normalized is None:
         return False
@@ -220,8 +222,8 @@ def _ngrok_bypass_applies(peer: str | None, settings: UrlTrustSettings) -> bool:
     return (
         settings.allow_ngrok_free_tier_loopback_bypass
         and settings.tunnel_provider == "ngrok"
-        and _is_loopback(settings.serve_bind)
-        and _is_loopback(peer)
+        and is_loopback(settings.serve_bind)
+        and is_loopback(peer)
     )
 
 

@@ -19,7 +19,7 @@ import httpx
 from voicecall.config import AppConfig, ConfigError, load_config
 from voicecall.entrypoints.token import read_gateway_token
 
-__all__ = ["CliError", "GatewayClient", "main"]
+__all__ = ["CliError", "GatewayClient", "connect_host", "main"]
 
 
 class CliError(Exception):
@@ -28,7 +28,8 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def _connect_host(bind: str) -> str:
+def connect_host(bind: str) -> str:
+    """Where to reach a listener bound to ``bind`` from this machine (wildcards -> loopback)."""
     if bind in ("0.0.0.0", ""):
         return "127.0.0.1"
     if bind == "::":
@@ -41,7 +42,7 @@ class GatewayClient:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        host = _connect_host(config.gateway.bind)
+        host = connect_host(config.gateway.bind)
         self.base_url = f"http://{host}:{config.gateway.port}"
         self.ws_url = f"ws://{host}:{config.gateway.port}/events"
         self.token = read_gateway_token(config)

@@ -12,6 +12,7 @@ import subprocess
 from typing import Any
 
 from voicecall.config import AppConfig
+from voicecall.entrypoints.cli import connect_host
 
 __all__ = ["ExposeError", "expose"]
 
@@ -45,8 +46,7 @@ def expose(config: AppConfig, mode: str) -> dict[str, Any]:
         raise ExposeError("tailscale is not installed or not on PATH")
     serve = config.voice.serve
     path = serve.path
-    host = "127.0.0.1" if serve.bind in ("0.0.0.0", "::") else serve.bind
-    target = f"http://{host}:{serve.port}{path}"
+    target = f"http://{connect_host(serve.bind)}:{serve.port}{path}"
     if mode == "off":
         results = [_run(binary, kind, f"--set-path={path}", "off") for kind in ("funnel", "serve")]
         if all(result.returncode != 0 for result in results):

@@ -16,7 +16,6 @@ Order matters here, and each step refuses as early and as cheaply as it can:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections import Counter
 from typing import Any
@@ -27,6 +26,7 @@ from litestar.di import NamedDependency, Provide
 from voicecall.config import AppConfig
 from voicecall.domain.errors import CallerError, VoiceCallError
 from voicecall.domain.replay import ReplayGuard
+from voicecall.domain.signed_url import is_loopback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.calls import CallService
 
@@ -36,7 +36,6 @@ __all__ = [
     "MAX_WEBHOOK_BODY",
     "WebhookDoor",
     "create_webhook_app",
-    "is_loopback_bind",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,15 +43,6 @@ log = logging.getLogger(__name__)
 MAX_WEBHOOK_BODY = 1024 * 1024
 MAX_IN_FLIGHT_PER_PEER = 32
 BODY_STALL_TIMEOUT_S = 10.0
-
-
-def is_loopback_bind(bind: str) -> bool:
-    if bind == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bind).is_loopback
-    except ValueError:
-        return False
 
 
 def _plain(status: int, message: str) -> Response[bytes]:
@@ -119,17 +109,17 @@ class WebhookDoor:
 
     async def _handle(self, request: Request[Any, Any, Any], peer: str | None) -> Response[bytes]:
         verify = self.provider.signs_webhooks and not self.skip_verification
-        header_names = [name.decode("latin-1") for name, _ in request.scope["headers"]]
-        if verify and not self.provider.has_signature_headers(header_names):
+        headers = tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.scope["headers"]
+        )
+        if verify and not self.provider.has_signature_headers(name for name, _ in headers):
             return _plain(401, "missing signature")
         webhook = WebhookRequest(
             method=request.method.upper(),
             path=_path_as_received(request.scope),
             query=request.scope.get("query_string", b"").decode("latin-1"),
-            headers=tuple(
-                (name.decode("latin-1"), value.decode("latin-1"))
-                for name, value in request.scope["headers"]
-            ),
+            headers=headers,
             body=await self._read_body(request),
             peer=peer,
         )
@@ -227,7 +217,7 @@ def create_webhook_app(
     """The carrier-facing app: POST on ``serve.path`` only (other methods 405, paths 404)."""
     door = door or WebhookDoor(service, config)
     voice = config.voice
-    if voice.provider == "mock" and not is_loopback_bind(voice.serve.bind):
+    if voice.provider == "mock" and not is_loopback(voice.serve.bind):
         log.warning(
             "the mock carrier's webhook takes UNSIGNED events and is served on %s; "
             "anyone who can reach it can drive calls. Bind to 127.0.0.1 unless you mean it.",

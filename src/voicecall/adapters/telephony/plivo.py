@@ -47,7 +47,7 @@ from plivo.xml import (
     WaitElement,
 )
 
-from voicecall.config import AppConfig
+from voicecall.config import AppConfig, url_trust_settings
 from voicecall.domain.call import Call, CallDirection, CallState
 from voicecall.domain.errors import CallerError, CarrierRejected, TransientError, VoiceCallError
 from voicecall.domain.events import (
@@ -498,16 +498,7 @@ class PlivoTelephony:
         voice = config.voice
         if not voice.public_url:
             raise CallerError("the Plivo carrier needs publicUrl (the URL Plivo calls)")
-        security = voice.webhook_security
-        settings = UrlTrustSettings(
-            public_url=voice.public_url,
-            allowed_hosts=security.allowed_hosts,
-            trust_forwarding_headers=security.trust_forwarding_headers,
-            trusted_proxy_ips=security.trusted_proxy_ips,
-            tunnel_provider=voice.tunnel.provider,
-            allow_ngrok_free_tier_loopback_bypass=voice.tunnel.allow_ngrok_free_tier_loopback_bypass,
-            serve_bind=voice.serve.bind,
-        )
+        settings = url_trust_settings(voice)
         auth_token = voice.plivo.auth_token or ""
         owns_http = http is None
         client = http or httpx.AsyncClient(
