@@ -145,6 +145,7 @@ _HttpUrl = Annotated[str, _HTTP_URL]
 _UrlPath = Annotated[str, _URL_PATH]
 _Positive = Annotated[int, _at_least(1)]
 _NonNegative = Annotated[int, _at_least(0)]
+_PositiveRate = Annotated[float, _Rule(lambda v: v > 0, "must be greater than 0")]
 
 
 def _key(name: str) -> dict[str, str]:
@@ -248,6 +249,8 @@ class MockConfig:
         "Could you say that again, please?",
         "Thanks, goodbye.",
     )
+    speech_chars_per_sec: _PositiveRate = 15.0
+    """Simulated speech takes time, as on a real line: this many characters a second."""
 
 
 DEFAULT_RESPONSE_SYSTEM_PROMPT: Final = (

@@ -52,7 +52,10 @@ def call_settings(config: AppConfig) -> CallSettings:
 def _mock_settings(config: AppConfig) -> MockSettings:
     mock = config.voice.mock
     return MockSettings(
-        answer_delay_ms=mock.answer_delay_ms, outcome=mock.outcome, replies=tuple(mock.replies)
+        answer_delay_ms=mock.answer_delay_ms,
+        outcome=mock.outcome,
+        replies=tuple(mock.replies),
+        speech_chars_per_sec=mock.speech_chars_per_sec,
     )
 
 

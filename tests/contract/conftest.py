@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from voicecall.adapters.agent.rules import RuleBasedResponder
-from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
 from voicecall.config import AppConfig, parse_config
@@ -30,10 +29,14 @@ from voicecall.domain.ports import Clock, TelephonyProvider
 from voicecall.entrypoints.webhook_app import create_webhook_app
 from voicecall.services.calls import CallService
 from voicecall.services.events import EventFeed
+from voicecall.testing.simtime import HeardLine, ScaledClock
 
 ALLOWED = "+15551230001"
 CALLEE = "+15557654321"
 REPLIES = ("Yes, I can talk.", "Noon works.", "Bye now.")
+# Simulated seconds per wall second: speech takes its real time in the simulators' clock,
+# and the suite waits 1/SPEED of it. Timing assertions are made in simulated time.
+SPEED = 20.0
 
 
 class CarrierHarness(Protocol):
@@ -54,7 +57,16 @@ class CarrierHarness(Protocol):
     ) -> TelephonyProvider: ...
 
     def heard(self, call: Call) -> list[str]:
-        """What the callee heard on the call, in order."""
+        """What the callee heard on the call, in order; a line cut off ends in ``—``."""
+
+    def played(self, call: Call) -> list[HeardLine]:
+        """Each line played to the callee, with its start and end in simulated time."""
+
+    def line_dead_at(self, call: Call) -> float | None:
+        """When the carrier ended the call (simulated time), None while it is up."""
+
+    async def caller_hangs_up(self, call: Call) -> None:
+        """The callee puts the phone down now, whatever is playing."""
 
     async def ring_inbound(self, from_number: str | None) -> None:
         """The carrier delivers an inbound call from ``from_number`` to our webhook."""
@@ -92,7 +104,7 @@ class MockHarness:
     ) -> MockTelephony:
         self.webhook = webhook
         self.carrier = MockTelephony(
-            MockSettings(answer_delay_ms=20, outcome=outcome, replies=REPLIES),
+            MockSettings(answer_delay_ms=300, outcome=outcome, replies=REPLIES),
             clock,
             self.tmp / "mock-carrier.json",
         )
@@ -101,6 +113,26 @@ class MockHarness:
     def heard(self, call: Call) -> list[str]:
         assert self.carrier is not None
         return self.carrier.heard(call.provider_call_id or "")
+
+    def played(self, call: Call) -> list[HeardLine]:
+        assert self.carrier is not None
+        return [
+            HeardLine(
+                text=entry["text"],
+                started_at=entry["startedAt"],
+                ended_at=entry["endedAt"],
+                whole=bool(entry.get("whole")),
+            )
+            for entry in self.carrier.played(call.provider_call_id or "")
+        ]
+
+    def line_dead_at(self, call: Call) -> float | None:
+        assert self.carrier is not None
+        return self.carrier.ended_at(call.provider_call_id or "")
+
+    async def caller_hangs_up(self, call: Call) -> None:
+        assert self.carrier is not None
+        await self.carrier.caller_hangs_up(call.provider_call_id or "")
 
     async def ring_inbound(self, from_number: str | None) -> None:
         event: dict[str, Any] = {
@@ -158,10 +190,17 @@ TELEPHONY_ADAPTERS = sorted(HARNESSES)
 class Line:
     """A call service over one adapter behind the real webhook door, with waiting helpers."""
 
-    def __init__(self, harness: CarrierHarness, service: CallService, webhook: httpx.AsyncClient):
+    def __init__(
+        self,
+        harness: CarrierHarness,
+        service: CallService,
+        webhook: httpx.AsyncClient,
+        clock: ScaledClock,
+    ):
         self.harness = harness
         self.service = service
         self.webhook = webhook
+        self.clock = clock
 
     async def wait_state(self, call_id: str, *wanted: CallState, within: float = 5.0) -> Call:
         deadline = time.monotonic() + within
@@ -202,16 +241,18 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> CarrierHarness:
     return harness
 
 
-def line_config(harness: CarrierHarness, tmp: Path) -> AppConfig:
+def line_config(
+    harness: CarrierHarness, tmp: Path, notify_hangup_delay_s: float = 0.5
+) -> AppConfig:
     plugin: dict[str, Any] = {
         "enabled": True,
         "fromNumber": "+15550100000",
         "inboundPolicy": "allowlist",
         "allowFrom": [ALLOWED],
         "maxConcurrentCalls": 2,
-        "outbound": {"notifyHangupDelaySec": 0.05},
-        "ringTimeoutMs": 5000,
-        "transcriptTimeoutMs": 5000,
+        "outbound": {"notifyHangupDelaySec": notify_hangup_delay_s},
+        "ringTimeoutMs": 30000,
+        "transcriptTimeoutMs": 60000,
         "store": str(tmp / "store"),
         "serve": {"bind": "127.0.0.1", "port": 3334, "path": "/voice/webhook"},
     }
@@ -219,9 +260,16 @@ def line_config(harness: CarrierHarness, tmp: Path) -> AppConfig:
     return parse_config({"plugins": {"entries": {"voice-call": {"config": plugin}}}}, env={})
 
 
-async def open_line(harness: CarrierHarness, tmp: Path, outcome: str = "answer") -> Line:
-    config = line_config(harness, tmp)
-    clock = SystemClock()
+async def open_line(
+    harness: CarrierHarness,
+    tmp: Path,
+    outcome: str = "answer",
+    *,
+    notify_hangup_delay_s: float = 0.5,
+    speed: float = SPEED,
+) -> Line:
+    config = line_config(harness, tmp, notify_hangup_delay_s)
+    clock = ScaledClock(speed)
     door = _LateApp()
     webhook = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=door, client=("127.0.0.1", 40123)),
@@ -239,7 +287,7 @@ async def open_line(harness: CarrierHarness, tmp: Path, outcome: str = "answer")
     )
     door.app = create_webhook_app(service, config)
     await service.start()
-    return Line(harness, service, webhook)
+    return Line(harness, service, webhook, clock)
 
 
 class _LateApp:

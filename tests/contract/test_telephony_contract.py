@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from voicecall.container import telephony_names
-from voicecall.domain.call import CallState
+from voicecall.domain.call import Call, CallState, Speaker
 from voicecall.domain.ports import CarrierStatusKind, TelephonyProvider
+from voicecall.domain.speech import UtteranceState
 
 from .conftest import ALLOWED, CALLEE, REPLIES, TELEPHONY_ADAPTERS, CarrierHarness, Line, open_line
 
@@ -151,3 +152,122 @@ async def test_a_forged_webhook_is_refused_and_changes_nothing(line: Line) -> No
     assert after is not None
     assert all("FORGED" not in t.text for t in after.transcript)
     assert len(await line.service.list_calls()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech that is heard (SPEC §3): every utterance plays whole, in order, and the service knows
+# when it was heard. The simulators play speech in simulated time (15 characters a second) and
+# abandon documents where the real carriers do; times below are simulated seconds.
+# ---------------------------------------------------------------------------------------------
+
+# 80 characters: about five seconds of speech.
+LONG = "Your table for four is ready. Please come to the front desk in the next ten min."
+OPENING = "Hello there."
+
+
+async def _call(line: Line, call_id: str) -> Call:
+    call = await line.service.get(call_id)
+    assert call is not None
+    return call
+
+
+async def _started_playing(line: Line, call_id: str) -> bool:
+    call = await _call(line, call_id)
+    return bool(call.provider_call_id and line.harness.played(call))
+
+
+async def test_notify_is_heard_whole_then_hung_up_after_the_hold(
+    harness: CarrierHarness, tmp_path: Path
+) -> None:
+    line = await open_line(harness, tmp_path, notify_hangup_delay_s=1.0)
+    try:
+        call = await line.service.initiate(CALLEE, LONG, "notify")
+        final = await line.wait_state(call.call_id, CallState.COMPLETED, within=10)
+        await line.wait_for(lambda: line.harness.line_dead_at(final) is not None)
+        [heard] = line.harness.played(final)
+        assert heard.text == LONG and heard.whole
+        assert heard.ended_at is not None
+        assert heard.ended_at - heard.started_at >= len(LONG) / 15 - 0.2
+        dead_at = line.harness.line_dead_at(final)
+        assert dead_at is not None
+        assert 0.5 <= dead_at - heard.ended_at <= 1.5, dead_at - heard.ended_at
+        [said] = final.transcript
+        assert said.text == LONG and not said.cut
+        [utterance] = list(final.speech)
+        assert utterance.state is UtteranceState.PLAYED
+    finally:
+        await line.service.stop()
+
+
+async def test_continue_while_the_opening_plays_leaves_it_whole(line: Line) -> None:
+    call = await line.service.initiate(CALLEE, LONG, "conversation")
+    await line.wait_for(lambda: _started_playing(line, call.call_id))
+    reply = await asyncio.wait_for(line.service.continue_call(call.call_id, "Can you talk?"), 10)
+    live = await _call(line, call.call_id)
+    opening, prompt = line.harness.played(live)[:2]
+    assert (opening.text, opening.whole) == (LONG, True)
+    assert (prompt.text, prompt.whole) == ("Can you talk?", True)
+    assert opening.ended_at is not None and prompt.started_at >= opening.ended_at
+    lines = [(t.speaker.value, t.text) for t in live.transcript]
+    after_prompt = lines[lines.index(("bot", "Can you talk?")) + 1 :]
+    assert reply == next(text for who, text in after_prompt if who == "user")
+    await line.service.end(call.call_id)
+
+
+async def test_two_speaks_close_together_are_both_heard_whole_in_order(line: Line) -> None:
+    call = await line.service.initiate(CALLEE, OPENING, "conversation")
+    await line.wait_state(call.call_id, CallState.LISTENING, within=10)
+    await line.service.speak(call.call_id, "First of two lines.")
+    await line.clock.sleep(0.05)
+    await line.service.speak(call.call_id, "Second of two lines.")
+
+    async def both_played() -> bool:
+        texts = [h.text for h in line.harness.played(await _call(line, call.call_id)) if h.whole]
+        return "Second of two lines." in texts
+
+    await line.wait_for(both_played, within=10)
+    heard = [h for h in line.harness.played(await _call(line, call.call_id)) if h.whole]
+    texts = [h.text for h in heard]
+    first, second = texts.index("First of two lines."), texts.index("Second of two lines.")
+    assert first < second
+    assert heard[second].started_at >= (heard[first].ended_at or 0)
+    assert not any(h.endswith("—") for h in line.harness.heard(await _call(line, call.call_id)))
+
+
+async def test_continue_returns_the_answer_to_its_own_prompt(line: Line) -> None:
+    call = await line.service.initiate(CALLEE, OPENING, "conversation")
+
+    async def opening_answered() -> bool:
+        said = [t.text for t in (await _call(line, call.call_id)).transcript]
+        return REPLIES[0] in said
+
+    await line.wait_for(opening_answered, within=10)
+    reply = await asyncio.wait_for(line.service.continue_call(call.call_id, "Lunch at noon?"), 10)
+    assert reply == REPLIES[1]
+    live = await _call(line, call.call_id)
+    lines = [(t.speaker.value, t.text) for t in live.transcript]
+    assert lines.index(("user", REPLIES[0])) < lines.index(("bot", "Lunch at noon?"))
+    assert lines.index(("bot", "Lunch at noon?")) < lines.index(("user", REPLIES[1]))
+    await line.service.end(call.call_id)
+
+
+async def test_a_hangup_mid_utterance_records_the_line_as_cut(line: Line) -> None:
+    call = await line.service.initiate(CALLEE, LONG, "conversation")
+    await line.wait_for(lambda: _started_playing(line, call.call_id))
+    await line.clock.sleep(1.0)
+    await line.service.end(call.call_id)
+    final = await line.wait_state(call.call_id, CallState.HANGUP_BOT)
+    [bot] = [t for t in final.transcript if t.speaker is Speaker.BOT]
+    assert bot.text == LONG and bot.cut
+    assert [u.state for u in final.speech] == [UtteranceState.CUT]
+    await line.wait_for(lambda: line.harness.heard(final) == [f"{LONG}—"])
+
+
+async def test_the_caller_hanging_up_ends_the_call_as_hangup_user(line: Line) -> None:
+    call = await line.service.initiate(CALLEE, OPENING, "conversation")
+    live = await line.wait_state(call.call_id, CallState.LISTENING, within=10)
+    await line.harness.caller_hangs_up(live)
+    final = await line.wait_state(
+        call.call_id, CallState.HANGUP_USER, CallState.COMPLETED, CallState.HANGUP_BOT
+    )
+    assert final.state is CallState.HANGUP_USER

@@ -7,6 +7,8 @@ from typing import Final
 
 import attrs
 
+from voicecall.domain.speech import SpeechQueue
+
 __all__ = [
     "LIVE_STATES",
     "TERMINAL_STATES",
@@ -116,6 +118,9 @@ class TranscriptEntry:
     speaker: Speaker
     text: str
     at: float
+    cut: bool = False
+    """A bot line the caller heard only part of (a hang-up or barge-in stopped it)."""
+    utterance_id: str | None = None
 
 
 @attrs.define
@@ -142,6 +147,7 @@ class Call:
     end_detail: str | None = None
     last_activity_at: float | None = None
     transcript: list[TranscriptEntry] = attrs.Factory(list)
+    speech: SpeechQueue = attrs.Factory(SpeechQueue)
 
     @property
     def is_live(self) -> bool:
@@ -165,6 +171,16 @@ class Call:
             self.end_detail = detail
         return True
 
-    def add_transcript(self, speaker: Speaker, text: str, at: float) -> None:
-        self.transcript.append(TranscriptEntry(speaker=speaker, text=text, at=at))
+    def add_transcript(
+        self,
+        speaker: Speaker,
+        text: str,
+        at: float,
+        *,
+        cut: bool = False,
+        utterance_id: str | None = None,
+    ) -> None:
+        self.transcript.append(
+            TranscriptEntry(speaker=speaker, text=text, at=at, cut=cut, utterance_id=utterance_id)
+        )
         self.last_activity_at = at

@@ -24,6 +24,8 @@ __all__ = [
     "CallSilence",
     "CallSpeaking",
     "CallSpeech",
+    "SpeechPlayed",
+    "SpeechStarted",
 ]
 
 
@@ -95,6 +97,27 @@ class CallSpeech(CallEvent):
     transcript: str = ""
     is_final: bool = True
     confidence: float | None = None
+    heard_after: str | None = None
+    """The bot utterance the listen that caught this went with or followed, when the carrier's
+    recogniser was used; it tells which prompt the words answer."""
+    started_at: float | None = None
+    """When the caller started saying it (media streams), in clock-port time."""
+
+
+@attrs.frozen(kw_only=True)
+class SpeechStarted(CallEvent):
+    """The carrier began playing one of our utterances to the caller."""
+
+    type: ClassVar[str] = "speech.started"
+    utterance_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class SpeechPlayed(CallEvent):
+    """The caller has heard one of our utterances whole (and so every one before it)."""
+
+    type: ClassVar[str] = "speech.played"
+    utterance_id: str = ""
 
 
 @attrs.frozen(kw_only=True)

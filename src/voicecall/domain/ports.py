@@ -14,6 +14,7 @@ import attrs
 from voicecall.domain.call import Call, CallMode, CallState
 from voicecall.domain.events import CallEvent
 from voicecall.domain.signed_url import Verification
+from voicecall.domain.speech import Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -108,19 +109,33 @@ class TelephonyProvider(Protocol):
     async def dial(self, request: DialRequest) -> DialResult:
         """Place an outbound call; returns the carrier's id for it."""
 
-    async def answer(self, call: Call) -> None:
+    async def answer(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         """Pick up an inbound call the policy accepted."""
 
-    async def reject(self, call: Call) -> None:
+    async def reject(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         """Refuse an inbound call; the caller is hung up once."""
 
-    async def speak(self, call: Call, text: str, voice: str | None) -> None:
-        """Say ``text`` to the caller with the carrier's voice."""
+    async def play(
+        self, call: Call, playback: Playback, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """Play ``playback.lines`` after everything queued before, then do ``playback.then``.
 
-    async def listen(self, call: Call) -> None:
-        """Listen for the caller's next utterance; it arrives as ``call.speech`` events."""
+        Lines are never cut or dropped by a later ``play``: the adapter composes carrier
+        instructions so that the carrier itself keeps the order (one TwiML/XML document per
+        turn, Telnyx's speak queue, marks on a media stream). Playback is reported as
+        ``speech.started`` / ``speech.played`` events carrying the utterance ids, through the
+        webhook events or the bound sink. With ``then=LISTEN`` the caller's words come back
+        as ``call.speech`` events whose ``heard_after`` names the line the listen went with.
+        With ``then=HANGUP`` the adapter may end the call itself ``hangup_after_s`` after the
+        lines were played; the service ends it then in any case.
 
-    async def hangup(self, call: Call) -> None:
+        Args:
+            reply_to: the carrier webhook being answered right now for this call, when the
+                service acts while handling it (so the verbs can go into its answer); None
+                when the action comes from elsewhere (RPC, a timer, an agent turn).
+        """
+
+    async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         """End the call. Idempotent: a call the carrier already ended is success."""
 
     async def status(self, call: Call) -> CarrierStatus:

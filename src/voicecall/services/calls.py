@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 import attrs
 
-from voicecall.domain.call import Call, CallDirection, CallMode, CallState, Speaker
+from voicecall.domain.call import (
+    Call,
+    CallDirection,
+    CallMode,
+    CallState,
+    Speaker,
+    TranscriptEntry,
+)
 from voicecall.domain.errors import (
     CallNotFound,
     InvalidCallState,
@@ -33,6 +40,8 @@ from voicecall.domain.events import (
     CallSilence,
     CallSpeaking,
     CallSpeech,
+    SpeechPlayed,
+    SpeechStarted,
 )
 from voicecall.domain.policy import InboundPolicy, OutboundPolicy
 from voicecall.domain.ports import (
@@ -44,10 +53,18 @@ from voicecall.domain.ports import (
     TelephonyProvider,
     TimerHandle,
 )
+from voicecall.domain.speech import (
+    AfterSpeech,
+    Playback,
+    SpokenLine,
+    Utterance,
+    UtteranceState,
+    answers_prompt,
+)
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.events import EventFeed
 
-__all__ = ["CallService", "CallSettings", "call_to_dict"]
+__all__ = ["CallService", "CallSettings", "call_to_dict", "utterance_to_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +105,36 @@ def call_to_dict(call: Call) -> dict[str, Any]:
         "endedAt": call.ended_at,
         "endReason": call.end_reason,
         "endDetail": call.end_detail,
-        "transcript": [
-            {"speaker": line.speaker.value, "text": line.text, "at": line.at}
-            for line in call.transcript
-        ],
+        "transcript": [_line_to_dict(line) for line in call.transcript],
+        "speech": [utterance_to_dict(u) for u in call.speech],
     }
+
+
+def _line_to_dict(line: TranscriptEntry) -> dict[str, Any]:
+    entry: dict[str, Any] = {"speaker": line.speaker.value, "text": line.text, "at": line.at}
+    if line.cut:
+        entry["cut"] = True
+    return entry
+
+
+def utterance_to_dict(utterance: Utterance) -> dict[str, Any]:
+    """One line of the call's speech queue, with its playback moments."""
+    return {
+        "utteranceId": utterance.utterance_id,
+        "text": utterance.text,
+        "state": utterance.state.value,
+        "queuedAt": utterance.queued_at,
+        "startedAt": utterance.started_at,
+        "endedAt": utterance.ended_at,
+    }
+
+
+@attrs.define
+class _Turn:
+    """A ``continue`` waiting for the caller's reply to its prompt."""
+
+    prompt_id: str
+    reply: asyncio.Future[str]
 
 
 @attrs.define
@@ -102,7 +144,7 @@ class _Runtime:
     lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     ready: asyncio.Event = attrs.Factory(asyncio.Event)
     ended: asyncio.Event = attrs.Factory(asyncio.Event)
-    turn: asyncio.Future[str] | None = None
+    turn: _Turn | None = None
     timers: dict[str, TimerHandle] = attrs.Factory(dict)
     ending_as: CallState | None = None
 
@@ -167,8 +209,8 @@ class CallService:
             self._reaper.cancel()
         for runtime in self._runtime.values():
             runtime.cancel_timers()
-            if runtime.turn is not None and not runtime.turn.done():
-                runtime.turn.set_exception(TransientError("the gateway is shutting down"))
+            if runtime.turn is not None:
+                _fail(runtime.turn.reply, TransientError("the gateway is shutting down"))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -206,8 +248,7 @@ class CallService:
         policy = self.settings.outbound
         number = policy.resolve_callee(to)
         call_mode = policy.resolve_mode(mode)
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidCallState("a message to speak is required")
+        message = _required_text(message)
         # The capacity check and the insert are one step, so two racing requests cannot both
         # take the last slot.
         async with self._create_lock:
@@ -221,7 +262,7 @@ class CallService:
                 to_number=number,
                 mode=call_mode,
                 started_at=now,
-                message=message.strip(),
+                message=message,
                 last_activity_at=now,
             )
             runtime = self._runtime_for(call.call_id)
@@ -247,52 +288,57 @@ class CallService:
         return call
 
     async def continue_call(self, call_id: str, message: str) -> str:
-        """Speak ``message``, listen, and return the caller's next final transcript.
+        """Queue ``message`` as a prompt, listen, and return the caller's reply to it.
 
-        Waits for the call to connect first (within the ring timeout) when it has not yet.
+        The reply is the caller's first final transcript that began after the prompt began
+        playing (``answers_prompt``); an answer to an earlier line stays in the transcript but
+        does not end this turn. Waits for the call to connect first (within the ring timeout)
+        when it has not yet.
         """
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidCallState("a message to speak is required")
+        text = _required_text(message)
         call = await self._require(call_id)
         runtime = await self._await_ready(call)
-        if runtime.turn is not None and not runtime.turn.done():
+        if runtime.turn is not None and not runtime.turn.reply.done():
             raise InvalidCallState("a turn is already in progress on this call")
-        turn: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        runtime.turn = turn
+        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         async with runtime.lock:
             call = await self._require(call_id)
             if not call.is_live:
                 raise InvalidCallState(f"the call has ended ({call.state.value})")
-            await self._speak_locked(call, runtime, message.strip())
-            await self._listen_locked(call, runtime)
+            turn = _Turn(prompt_id=_new_utterance_id(), reply=reply)
+            runtime.turn = turn
+            try:
+                await self._enqueue(call, runtime, [text], AfterSpeech.LISTEN, ids=[turn.prompt_id])
+            except BaseException:
+                runtime.turn = None
+                raise
         timeout_s = self.settings.transcript_timeout_s
         timer = self.clock.schedule(
             timeout_s,
             lambda: _fail(
-                turn, InvalidCallState(f"no speech from the caller within {timeout_s:g} s")
+                reply, InvalidCallState(f"no speech from the caller within {timeout_s:g} s")
             ),
         )
         try:
-            return await turn
+            return await reply
         finally:
             timer.cancel()
             if runtime.turn is turn:
                 runtime.turn = None
 
     async def speak(self, call_id: str, message: str) -> None:
-        """Say ``message`` on a connected call without waiting for a reply."""
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidCallState("a message to speak is required")
+        """Queue ``message`` on a connected call without waiting for a reply.
+
+        It plays after everything already queued; nothing queued or playing is cut.
+        """
+        text = _required_text(message)
         call = await self._require(call_id)
         runtime = await self._await_ready(call)
         async with runtime.lock:
             call = await self._require(call_id)
             if not call.is_live:
                 raise InvalidCallState(f"the call has ended ({call.state.value})")
-            was_listening = call.state is CallState.LISTENING
-            await self._speak_locked(call, runtime, message.strip())
-            if was_listening:
-                await self._listen_locked(call, runtime)
+            await self._enqueue(call, runtime, [text], _after_for(call))
 
     async def end(self, call_id: str) -> Call:
         """Hang up. Ending a call that already ended is refused with its final state."""
@@ -311,21 +357,29 @@ class CallService:
     async def handle_webhook(self, request: WebhookRequest) -> WebhookResponse:
         """Apply a verified webhook and return the carrier's expected answer."""
         events = await self.provider.parse_webhook(request)
-        calls = await self.apply_events(events)
+        calls = await self.apply_events(events, reply_to=request)
         return self.provider.webhook_response(request, calls)
 
-    async def apply_events(self, events: Sequence[CallEvent]) -> list[Call]:
-        """Apply carrier events in order; repeats (by dedupe key) change nothing."""
+    async def apply_events(
+        self, events: Sequence[CallEvent], *, reply_to: WebhookRequest | None = None
+    ) -> list[Call]:
+        """Apply carrier events in order; repeats (by dedupe key) change nothing.
+
+        Args:
+            reply_to: the webhook these events came in, when the carrier is waiting for its
+                answer; what the service asks the carrier to do while applying them goes to
+                the adapter with it, so it can be part of that answer.
+        """
         touched: list[Call] = []
         for event in events:
-            call = await self._apply_event(event)
+            call = await self._apply_event(event, reply_to)
             if call is not None and all(c.call_id != call.call_id for c in touched):
                 touched.append(call)
         return touched
 
-    async def _apply_event(self, event: CallEvent) -> Call | None:
+    async def _apply_event(self, event: CallEvent, reply_to: WebhookRequest | None) -> Call | None:
         if isinstance(event, CallInitiated) and event.direction is CallDirection.INBOUND:
-            return await self._inbound(event)
+            return await self._inbound(event, reply_to)
         call = await self._resolve(event)
         if call is None:
             log.info("ignoring %s for an unknown call (%s)", event.type, event.provider_call_id)
@@ -336,7 +390,7 @@ class CallService:
             if not await self.store.remember_event(event.key(), self.clock.now()):
                 log.debug("ignoring repeated event %s", event.key())
                 return call
-            await self._apply_to_call(call, runtime, event)
+            await self._apply_to_call(call, runtime, event, reply_to)
         return call
 
     async def _resolve(self, event: CallEvent) -> Call | None:
@@ -348,7 +402,9 @@ class CallService:
             return await self.store.find_by_provider_id(self.provider.name, event.provider_call_id)
         return None
 
-    async def _apply_to_call(self, call: Call, runtime: _Runtime, event: CallEvent) -> None:
+    async def _apply_to_call(
+        self, call: Call, runtime: _Runtime, event: CallEvent, reply_to: WebhookRequest | None
+    ) -> None:
         now = self.clock.now()
         call.last_activity_at = now
         if event.provider_call_id and call.provider_call_id != event.provider_call_id:
@@ -364,9 +420,11 @@ class CallService:
             if await self._move(call, target) and first_connect and call.is_live:
                 runtime.timers.pop("ring", _NoTimer()).cancel()
                 self._arm_max_duration(call, runtime, self.settings.max_duration_s)
-                await self._on_connected(call, runtime)
+                await self._on_connected(call, runtime, reply_to)
         elif isinstance(event, CallSpeaking):
             await self._move(call, CallState.SPEAKING)
+        elif isinstance(event, SpeechStarted | SpeechPlayed):
+            await self._on_playback(call, runtime, event)
         elif isinstance(event, CallSpeech):
             await self._on_speech(call, runtime, event)
         elif isinstance(event, CallSilence):
@@ -382,7 +440,7 @@ class CallService:
             else:
                 await self._finish(call, runtime, CallState.ERROR, detail=event.error)
 
-    async def _inbound(self, event: CallInitiated) -> Call | None:
+    async def _inbound(self, event: CallInitiated, reply_to: WebhookRequest | None) -> Call | None:
         async with self._create_lock:
             if event.provider_call_id:
                 known = await self.store.find_by_provider_id(
@@ -417,13 +475,13 @@ class CallService:
         async with runtime.lock:
             if accept:
                 try:
-                    await self.provider.answer(call)
+                    await self.provider.answer(call, reply_to=reply_to)
                 except VoiceCallError as err:
                     await self._finish(call, runtime, CallState.ERROR, detail=err.detail)
             else:
                 log.info("rejecting inbound call from %s: %s", event.from_number, detail)
                 try:
-                    await self.provider.reject(call)
+                    await self.provider.reject(call, reply_to=reply_to)
                 except VoiceCallError as err:
                     log.warning("carrier refused to reject the call: %s", err.detail)
                 await self._finish(
@@ -433,23 +491,54 @@ class CallService:
 
     # ------------------------------------------------------------------ reactions
 
-    async def _on_connected(self, call: Call, runtime: _Runtime) -> None:
+    async def _on_connected(
+        self, call: Call, runtime: _Runtime, reply_to: WebhookRequest | None
+    ) -> None:
         try:
             if call.direction is CallDirection.INBOUND:
-                await self._speak_locked(call, runtime, self.settings.inbound_greeting)
-                await self._listen_locked(call, runtime)
-            elif call.mode is CallMode.NOTIFY:
-                if call.message:
-                    await self._speak_locked(call, runtime, call.message)
-                self._arm_notify_hangup(call, runtime)
-            else:
-                if call.message:
-                    await self._speak_locked(call, runtime, call.message)
-                await self._listen_locked(call, runtime)
+                greeting = self.settings.inbound_greeting
+                await self._enqueue(call, runtime, [greeting], AfterSpeech.LISTEN, reply_to)
+            elif call.message:
+                await self._enqueue(call, runtime, [call.message], _after_for(call), reply_to)
         except VoiceCallError as err:
             log.warning("call %s: carrier refused an action: %s", call.call_id, err.detail)
             await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
         runtime.ready.set()
+
+    async def _on_playback(
+        self, call: Call, runtime: _Runtime, event: SpeechStarted | SpeechPlayed
+    ) -> None:
+        """The carrier says a line started or was heard whole; it settles earlier lines too."""
+        now = self.clock.now()
+        if isinstance(event, SpeechStarted):
+            changed = call.speech.mark_started(event.utterance_id, now)
+        else:
+            changed = call.speech.mark_played(event.utterance_id, now)
+        if not changed:
+            return
+        for utterance in changed:
+            if utterance.state is UtteranceState.PLAYED:
+                self._record_bot_line(call, utterance)
+        if call.speech.idle and _after_for(call) is AfterSpeech.LISTEN:
+            call.transition(CallState.LISTENING, now)
+        for utterance in changed:
+            kind = (
+                "speech.started" if utterance.state is UtteranceState.PLAYING else "speech.played"
+            )
+            await self._commit(call, kind, utterance_to_dict(utterance))
+        if call.speech.idle and _is_notify(call):
+            # Notify: hang up notifyHangupDelaySec after the message was *played*, not queued.
+            self._arm_notify_hangup(call, runtime, self.settings.outbound.notify_hangup_delay_sec)
+
+    def _record_bot_line(self, call: Call, utterance: Utterance) -> None:
+        """A bot line joins the transcript when it was played (or cut while playing)."""
+        call.add_transcript(
+            Speaker.BOT,
+            utterance.text,
+            utterance.started_at if utterance.started_at is not None else self.clock.now(),
+            cut=utterance.state is UtteranceState.CUT,
+            utterance_id=utterance.utterance_id,
+        )
 
     async def _on_speech(self, call: Call, runtime: _Runtime, event: CallSpeech) -> None:
         text = event.transcript.strip()
@@ -464,8 +553,15 @@ class CallService:
             "call.transcript",
             {"speaker": "user", "text": text, "confidence": event.confidence},
         )
-        if runtime.turn is not None and not runtime.turn.done():
-            runtime.turn.set_result(text)
+        turn = runtime.turn
+        if turn is not None and not turn.reply.done():
+            if answers_prompt(
+                call.speech,
+                turn.prompt_id,
+                heard_after=event.heard_after,
+                speech_started_at=event.started_at,
+            ):
+                turn.reply.set_result(text)
         elif call.direction is CallDirection.INBOUND and call.is_live:
             self._spawn(self._auto_respond(call.call_id, text))
 
@@ -483,8 +579,7 @@ class CallService:
             if not call.is_live:
                 return
             try:
-                await self._speak_locked(call, runtime, reply)
-                await self._listen_locked(call, runtime)
+                await self._enqueue(call, runtime, [reply], AfterSpeech.LISTEN)
             except VoiceCallError as err:
                 await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
 
@@ -506,16 +601,49 @@ class CallService:
 
     # ------------------------------------------------------------------ actions (lock held)
 
-    async def _speak_locked(self, call: Call, runtime: _Runtime, text: str) -> None:
-        call.transition(CallState.SPEAKING, self.clock.now())
-        call.add_transcript(Speaker.BOT, text, self.clock.now())
-        await self._commit(call, "call.transcript", {"speaker": "bot", "text": text})
-        await self.provider.speak(call, text, self.settings.voice)
+    async def _enqueue(
+        self,
+        call: Call,
+        runtime: _Runtime,
+        texts: Sequence[str],
+        then: AfterSpeech,
+        reply_to: WebhookRequest | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[Utterance]:
+        """Queue lines behind everything already queued and hand them to the carrier.
 
-    async def _listen_locked(self, call: Call, runtime: _Runtime) -> None:
-        if call.transition(CallState.LISTENING, self.clock.now()):
-            await self._commit(call, "call.state", {"state": call.state.value})
-        await self.provider.listen(call)
+        The lines are committed (``queued``) before the carrier is asked, so a crash never
+        leaves the carrier playing something the store does not know of.
+        """
+        now = self.clock.now()
+        utterance_ids = list(ids) if ids is not None else [_new_utterance_id() for _ in texts]
+        added = [
+            call.speech.enqueue(uid, text, now)
+            for uid, text in zip(utterance_ids, texts, strict=True)
+        ]
+        call.transition(CallState.SPEAKING, now)
+        for utterance in added:
+            await self._commit(call, "speech.queued", utterance_to_dict(utterance))
+        playback = Playback(
+            lines=tuple(SpokenLine(u.utterance_id, u.text, self.settings.voice) for u in added),
+            then=then,
+            hangup_after_s=(
+                self.settings.outbound.notify_hangup_delay_sec
+                if then is AfterSpeech.HANGUP
+                else 0.0
+            ),
+        )
+        try:
+            await self.provider.play(call, playback, reply_to=reply_to)
+        except VoiceCallError:
+            for utterance in added:
+                utterance.cut(self.clock.now())
+            await self._commit(
+                call, "speech.failed", {"utteranceIds": [u.utterance_id for u in added]}
+            )
+            raise
+        return added
 
     async def _hangup_locked(self, call: Call, runtime: _Runtime, reason: CallState) -> None:
         runtime.ending_as = reason
@@ -529,9 +657,15 @@ class CallService:
     async def _finish(
         self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
     ) -> None:
-        if not call.transition(reason, self.clock.now(), detail=detail):
+        now = self.clock.now()
+        if not call.transition(reason, now, detail=detail):
             return
         runtime.cancel_timers()
+        # What was playing is cut where the caller stopped hearing it; what never started
+        # never reaches the transcript.
+        for utterance in call.speech.cut_all(now):
+            if utterance.was_heard:
+                self._record_bot_line(call, utterance)
         await self._commit(
             call,
             "call.state",
@@ -540,8 +674,8 @@ class CallService:
         )
         runtime.ended.set()
         runtime.ready.set()
-        if runtime.turn is not None and not runtime.turn.done():
-            runtime.turn.set_exception(InvalidCallState(f"the call ended ({reason.value})"))
+        if runtime.turn is not None:
+            _fail(runtime.turn.reply, InvalidCallState(f"the call ended ({reason.value})"))
         self._runtime.pop(call.call_id, None)
 
     async def _move(self, call: Call, target: CallState) -> bool:
@@ -574,9 +708,12 @@ class CallService:
             lambda: self._timed_end(call.call_id, CallState.TIMEOUT, "max_duration"),
         )
 
-    def _arm_notify_hangup(self, call: Call, runtime: _Runtime) -> None:
+    def _arm_notify_hangup(self, call: Call, runtime: _Runtime, delay_s: float) -> None:
+        previous = runtime.timers.pop("notify", None)
+        if previous is not None:
+            previous.cancel()
         runtime.timers["notify"] = self.clock.schedule(
-            self.settings.outbound.notify_hangup_delay_sec,
+            max(delay_s, 0.0),
             lambda: self._timed_end(call.call_id, CallState.COMPLETED, "notify"),
         )
 
@@ -658,8 +795,12 @@ class CallService:
         if call.state.is_connected and call.answered_at is not None:
             remaining = call.answered_at + self.settings.max_duration_s - now
             self._arm_max_duration(call, runtime, remaining)
-            if call.mode is CallMode.NOTIFY and call.direction is CallDirection.OUTBOUND:
-                self._arm_notify_hangup(call, runtime)
+            played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+            if _is_notify(call) and call.speech.idle and played:
+                # The message was heard before the crash: the hold runs from that moment.
+                last = played[-1].ended_at or now
+                delay = last + self.settings.outbound.notify_hangup_delay_sec - now
+                self._arm_notify_hangup(call, runtime, delay)
             runtime.ready.set()
         elif call.direction is CallDirection.OUTBOUND:
             self._arm_ring_timer(
@@ -705,6 +846,25 @@ class CallService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background call work failed", exc_info=task.exception())
+
+
+def _required_text(message: object) -> str:
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidCallState("a message to speak is required")
+    return message.strip()
+
+
+def _new_utterance_id() -> str:
+    return "u" + uuid.uuid4().hex[:12]
+
+
+def _is_notify(call: Call) -> bool:
+    return call.mode is CallMode.NOTIFY and call.direction is CallDirection.OUTBOUND
+
+
+def _after_for(call: Call) -> AfterSpeech:
+    """What follows the bot's words on this call: notify hangs up, everything else listens."""
+    return AfterSpeech.HANGUP if _is_notify(call) else AfterSpeech.LISTEN
 
 
 class _NoTimer:

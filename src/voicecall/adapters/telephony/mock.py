@@ -2,8 +2,12 @@
 
 It behaves like a carrier seen from outside: calls it places ring, are answered (or end busy,
 unanswered, in voicemail, failed) after ``mock.answerDelayMs``; what the bot says is "heard"
-and recorded; when the bot listens, the simulated callee replies with the next line of
-``mock.replies`` and hangs up when it has nothing left to say. Its own record of calls lives in
+and recorded; speech takes time, as on a real line (``mock.speechCharsPerSec``, default 15
+characters a second), one utterance after another in the order they were queued, each reported
+``speech.started`` and ``speech.played``; a hang-up cuts what is playing. Once a line that is
+followed by listening has been played, the simulated callee replies with the next line of
+``mock.replies`` (naming that line as the one it answers) and hangs up when it has nothing
+left to say. Its own record of calls lives in
 a small JSON file beside the call store, so - like a real carrier - it outlives a gateway
 restart and can be asked about a call afterwards.
 
@@ -38,6 +42,8 @@ from voicecall.domain.events import (
     CallSilence,
     CallSpeaking,
     CallSpeech,
+    SpeechPlayed,
+    SpeechStarted,
 )
 from voicecall.domain.policy import is_e164
 from voicecall.domain.ports import (
@@ -49,6 +55,7 @@ from voicecall.domain.ports import (
     EventSink,
 )
 from voicecall.domain.signed_url import Verification
+from voicecall.domain.speech import AfterSpeech, Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = ["MockSettings", "MockTelephony", "parse_normalised_event"]
@@ -72,6 +79,7 @@ class MockSettings:
         "Sounds good to me.",
         "Thanks, goodbye!",
     )
+    speech_chars_per_sec: float = 15.0
 
 
 @attrs.define
@@ -84,10 +92,21 @@ class _SimCall:
     status: str = "ringing"  # ringing | live | ended
     end_state: str | None = None
     heard: list[str] = attrs.Factory(list)
+    """What the callee heard, in order; a line cut off shows as ``text—``."""
+    played: list[dict[str, Any]] = attrs.Factory(list)
+    """Each line played: ``{"id", "text", "startedAt", "endedAt", "whole"}`` (clock time)."""
     replies_used: int = 0
     reply_pending: bool = False
     hangups: int = 0
     rejected: int = 0
+    ended_at: float | None = None
+
+
+@attrs.define
+class _Line:
+    utterance_id: str
+    text: str
+    then: AfterSpeech | None  # set on a playback's last line only
 
 
 class MockTelephony:
@@ -111,6 +130,8 @@ class MockTelephony:
         self._calls: dict[str, _SimCall] = {}
         self._sink: EventSink | None = None
         self._timers: list[Any] = []
+        self._queues: dict[str, list[_Line]] = {}
+        self._playing: dict[str, tuple[_Line, Any]] = {}
         self._save_lock = asyncio.Lock()
         self._load()
 
@@ -152,46 +173,43 @@ class MockTelephony:
             self.clock.schedule(delay, lambda: self._end_by_network(sim, end_state))
         return DialResult(provider_call_id=provider_call_id)
 
-    async def answer(self, call: Call) -> None:
+    async def answer(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         self._check_up()
         sim = self._known(call)
         if sim.status == "ended":
             raise CarrierRejected("mock carrier: the caller has already hung up")
         await self._pick_up(sim)
 
-    async def reject(self, call: Call) -> None:
+    async def reject(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         self._check_up()
         sim = self._known(call)
         if sim.status != "ended":
             sim.rejected += 1
-            sim.status = "ended"
-            sim.end_state = CallState.HANGUP_BOT.value
+            self._stop(sim, CallState.HANGUP_BOT)
             await self._save()
 
-    async def speak(self, call: Call, text: str, voice: str | None) -> None:
+    async def play(
+        self, call: Call, playback: Playback, *, reply_to: WebhookRequest | None = None
+    ) -> None:
         self._check_up()
         sim = self._known(call)
         if sim.status != "live":
             raise CarrierRejected("mock carrier: the call is not connected")
-        sim.heard.append(text)
-        await self._save()
+        queue = self._queues.setdefault(sim.provider_call_id, [])
+        for position, line in enumerate(playback.lines):
+            last = position == len(playback.lines) - 1
+            queue.append(_Line(line.utterance_id, line.text, playback.then if last else None))
+        if sim.provider_call_id not in self._playing:
+            # Started on a later tick, as a carrier would: the service holds the call's lock.
+            self._timers.append(self.clock.schedule(0.0, lambda: self._play_next(sim)))
 
-    async def listen(self, call: Call) -> None:
-        self._check_up()
-        sim = self._known(call)
-        if sim.status != "live" or sim.reply_pending:
-            return
-        sim.reply_pending = True
-        self.clock.schedule(self._reply_delay(), lambda: self._callee_turn(sim))
-
-    async def hangup(self, call: Call) -> None:
+    async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         self._check_up()
         sim = self._calls.get(call.provider_call_id or "")
         if sim is None or sim.status == "ended":
             return  # already over: hanging up again is success
         sim.hangups += 1
-        sim.status = "ended"
-        sim.end_state = CallState.HANGUP_BOT.value
+        self._stop(sim, CallState.HANGUP_BOT)
         await self._save()
         self._later(
             0.0,
@@ -246,6 +264,10 @@ class MockTelephony:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        for _line, timer in self._playing.values():
+            timer.cancel()
+        self._playing.clear()
+        self._queues.clear()
 
     # ------------------------------------------------------------------ simulation
 
@@ -264,9 +286,25 @@ class MockTelephony:
         return event
 
     def heard(self, provider_call_id: str) -> list[str]:
-        """What the callee heard on a call, in order."""
+        """What the callee heard on a call, in order; a line cut off ends in ``—``."""
         sim = self._calls.get(provider_call_id)
         return list(sim.heard) if sim else []
+
+    def played(self, provider_call_id: str) -> list[dict[str, Any]]:
+        """Each line played on a call with its start and end in clock time."""
+        sim = self._calls.get(provider_call_id)
+        return [dict(entry) for entry in sim.played] if sim else []
+
+    def ended_at(self, provider_call_id: str) -> float | None:
+        """When the line went dead, in clock time."""
+        sim = self._calls.get(provider_call_id)
+        return sim.ended_at if sim else None
+
+    async def caller_hangs_up(self, provider_call_id: str) -> None:
+        """The simulated callee puts the phone down now, mid-sentence or not."""
+        sim = self._calls.get(provider_call_id)
+        if sim is not None:
+            await self._end_by_network(sim, CallState.HANGUP_USER)
 
     def counters(self, provider_call_id: str) -> dict[str, int]:
         sim = self._calls.get(provider_call_id)
@@ -302,8 +340,7 @@ class MockTelephony:
     async def _end_by_network(self, sim: _SimCall, end_state: CallState) -> None:
         if sim.status == "ended":
             return
-        sim.status = "ended"
-        sim.end_state = end_state.value
+        self._stop(sim, end_state)
         await self._save()
         await self._emit(
             CallEnded(
@@ -314,7 +351,68 @@ class MockTelephony:
             )
         )
 
-    async def _callee_turn(self, sim: _SimCall) -> None:
+    def _stop(self, sim: _SimCall, end_state: CallState) -> None:
+        """The line goes dead: whatever is playing is cut where the callee stopped hearing."""
+        now = self.clock.now()
+        sim.status = "ended"
+        sim.end_state = end_state.value
+        sim.ended_at = now
+        self._queues.pop(sim.provider_call_id, None)
+        current = self._playing.pop(sim.provider_call_id, None)
+        if current is not None:
+            line, timer = current
+            timer.cancel()
+            sim.heard.append(f"{line.text}—")
+            sim.played[-1].update(endedAt=now, whole=False)
+
+    def _play_next(self, sim: _SimCall) -> None:
+        if sim.status != "live" or sim.provider_call_id in self._playing:
+            return
+        queue = self._queues.get(sim.provider_call_id)
+        if not queue:
+            return
+        line = queue.pop(0)
+        now = self.clock.now()
+        sim.played.append(
+            {"id": line.utterance_id, "text": line.text, "startedAt": now, "endedAt": None}
+        )
+        seconds = max(len(line.text.strip()), 1) / self.settings.speech_chars_per_sec
+        timer = self.clock.schedule(seconds, lambda: self._line_done(sim, line))
+        self._playing[sim.provider_call_id] = (line, timer)
+        self._later(
+            0.0,
+            SpeechStarted(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                utterance_id=line.utterance_id,
+            ),
+        )
+
+    async def _line_done(self, sim: _SimCall, line: _Line) -> None:
+        current = self._playing.get(sim.provider_call_id)
+        if current is None or current[0] is not line or sim.status != "live":
+            return
+        del self._playing[sim.provider_call_id]
+        sim.heard.append(line.text)
+        sim.played[-1].update(endedAt=self.clock.now(), whole=True)
+        await self._save()
+        self._play_next(sim)
+        await self._emit(
+            SpeechPlayed(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                utterance_id=line.utterance_id,
+            )
+        )
+        if line.then is AfterSpeech.LISTEN and not sim.reply_pending:
+            sim.reply_pending = True
+            self._timers.append(
+                self.clock.schedule(
+                    self._reply_delay(), lambda: self._callee_turn(sim, line.utterance_id)
+                )
+            )
+
+    async def _callee_turn(self, sim: _SimCall, heard_after: str) -> None:
         sim.reply_pending = False
         if sim.status != "live":
             return
@@ -331,6 +429,7 @@ class MockTelephony:
                 transcript=text,
                 is_final=True,
                 confidence=0.99,
+                heard_after=heard_after,
                 dedupe_key=f"{sim.provider_call_id}:speech:{sim.replies_used}",
             )
         )
@@ -412,6 +511,8 @@ _EVENT_TYPES: dict[str, type[CallEvent]] = {
         CallDtmf,
         CallEnded,
         CallErrored,
+        SpeechStarted,
+        SpeechPlayed,
     )
 }
 
@@ -430,6 +531,9 @@ _FIELDS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "detail": ("detail", str),
     "error": ("error", str),
     "retryable": ("retryable", bool),
+    "utteranceId": ("utterance_id", str),
+    "heardAfter": ("heard_after", str),
+    "startedAt": ("started_at", (int, float)),
 }
 
 
