@@ -17,6 +17,7 @@ from voicecall.domain.errors import (
 )
 from voicecall.domain.events import CallAnswered, CallEnded, CallSpeech
 from voicecall.domain.policy import OutboundPolicy
+from voicecall.domain.speech import UtteranceState
 from voicecall.testing.clock import FakeClock
 
 from .conftest import ALLOWED, CALLEE, Rig, make_rig, make_settings
@@ -24,41 +25,58 @@ from .conftest import ALLOWED, CALLEE, Rig, make_rig, make_settings
 
 async def states(rig: Rig, call_id: str) -> list[str]:
     records = await rig.store.log_since(0)
-    return [r.data["state"] for r in records if r.call_id == call_id and "state" in r.data]
+    return [r.data["state"] for r in records if r.call_id == call_id and r.type == "call.state"]
 
 
 async def test_notify_call_speaks_then_completes_after_the_delay(rig: Rig) -> None:
-    call = await rig.service.initiate(CALLEE, "Your parcel arrives at noon.", "notify")
+    message = "Your parcel arrives at noon."  # 28 characters: 1.87 s of speech at 15/s
+    call = await rig.service.initiate(CALLEE, message, "notify")
     assert call.state is CallState.INITIATED
     await rig.clock.advance(0.3)
     live = await rig.service.get(call.call_id)
     assert live is not None and live.state is CallState.SPEAKING
-    assert rig.carrier.heard(live.provider_call_id or "") == ["Your parcel arrives at noon."]
+    assert rig.carrier.heard(live.provider_call_id or "") == []  # still being said
+    assert [u.state for u in live.speech] == [UtteranceState.PLAYING]
+    await rig.clock.advance(1.9)  # played at +2.17: the 3 s hold starts now, not at +0.3
+    played = await rig.service.get(call.call_id)
+    assert played is not None and played.state is CallState.SPEAKING
+    assert rig.carrier.heard(live.provider_call_id or "") == [message]
+    [utterance] = list(played.speech)
+    assert utterance.state is UtteranceState.PLAYED
+    assert utterance.ended_at == pytest.approx(rig.clock.now() - 1.9 + 28 / 15, abs=0.01)
     await rig.clock.advance(2.9)
     assert (await rig.service.get(call.call_id)).state is CallState.SPEAKING  # type: ignore[union-attr]
     await rig.clock.advance(0.2)
     done = await rig.service.get(call.call_id)
     assert done is not None and done.state is CallState.COMPLETED
     assert done.end_reason == "completed"
-    assert [(t.speaker.value, t.text) for t in done.transcript] == [
-        ("bot", "Your parcel arrives at noon.")
-    ]
+    assert [(t.speaker.value, t.text, t.cut) for t in done.transcript] == [("bot", message, False)]
     assert rig.carrier.counters(done.provider_call_id or "")["hangups"] == 1
     assert await states(rig, call.call_id) == ["ringing", "answered", "completed"]
 
 
-async def test_conversation_continue_returns_the_callee_reply(rig: Rig) -> None:
+async def test_conversation_continue_returns_the_answer_to_its_own_prompt(rig: Rig) -> None:
     call = await rig.service.initiate(CALLEE, "Hi, do you have a minute?", "conversation")
+    # Asked before the call connects: the prompt queues behind the opening line.
     turn = asyncio.ensure_future(rig.service.continue_call(call.call_id, "What time suits you?"))
-    await rig.clock.advance(0.3)  # answered: opening message spoken, listening
-    await rig.clock.advance(0.3)  # the callee replies
-    assert await asyncio.wait_for(turn, 1) == "Hi, this is the simulated callee."
+    await rig.clock.advance(0.3)  # answered: the opening plays until +1.97
+    await rig.clock.advance(2.0)  # the callee answers the opening at +2.27, mid-prompt
+    assert not turn.done()  # that answer was to the opening, not to this prompt
+    await rig.clock.advance(1.5)  # prompt played at +3.3; the callee answers it at +3.6
+    assert await asyncio.wait_for(turn, 1) == "Sounds good to me."
     turn2 = asyncio.ensure_future(rig.service.continue_call(call.call_id, "Great, noon then?"))
-    await rig.clock.advance(0.3)
-    assert await asyncio.wait_for(turn2, 1) == "Sounds good to me."
+    await rig.clock.advance(2.0)
+    assert await asyncio.wait_for(turn2, 1) == "Thanks, goodbye!"
     final = await rig.service.get(call.call_id)
     assert final is not None and final.state is CallState.LISTENING
-    assert [t.speaker.value for t in final.transcript] == ["bot", "bot", "user", "bot", "user"]
+    assert [(t.speaker.value, t.text) for t in final.transcript] == [
+        ("bot", "Hi, do you have a minute?"),
+        ("user", "Hi, this is the simulated callee."),
+        ("bot", "What time suits you?"),
+        ("user", "Sounds good to me."),
+        ("bot", "Great, noon then?"),
+        ("user", "Thanks, goodbye!"),
+    ]
 
 
 async def test_end_hangs_up_as_bot_and_twice_is_refused(rig: Rig) -> None:
@@ -182,14 +200,15 @@ async def test_inbound_allowlisted_hears_greeting_and_gets_answers(rig: Rig) -> 
     [call] = await rig.service.apply_events([event])
     assert call.direction is CallDirection.INBOUND
     await rig.clock.advance(0)  # the carrier confirms the answer
+    await rig.clock.advance(2.2)  # the greeting is said (2.13 s)
     await rig.clock.advance(0.3)  # the caller speaks
-    await rig.clock.advance(0)
+    await rig.clock.advance(2.0)  # the answer is said
     live = await rig.service.get(call.call_id)
     assert live is not None and live.is_live
     heard = rig.carrier.heard(live.provider_call_id or "")
     assert heard[0] == "Hello! How can I help you today?"
     assert heard[1] == "Hello! What can I do for you?"  # the rule responder's answer to "Hi, ..."
-    await rig.clock.advance(5)  # caller runs out of lines and hangs up
+    await rig.clock.advance(20)  # caller runs out of lines and hangs up
     final = await rig.service.get(call.call_id)
     assert final is not None and final.state is CallState.HANGUP_USER
 
@@ -220,8 +239,10 @@ async def test_responder_timeout_apologises_and_keeps_the_call() -> None:
     rig = await make_rig(settings=make_settings(response_timeout_s=2.0), responder=Slow())
     [call] = await rig.service.apply_events([rig.carrier.simulate_inbound(ALLOWED, None)])
     await rig.clock.advance(0)
+    await rig.clock.advance(2.2)  # the greeting is said
     await rig.clock.advance(0.3)  # caller speaks; the responder hangs
-    await rig.clock.advance(2.1)
+    await rig.clock.advance(2.1)  # the responder's deadline: the apology is queued
+    await rig.clock.advance(6.0)  # and said
     live = await rig.service.get(call.call_id)
     assert live is not None and live.is_live
     assert "Sorry" in rig.carrier.heard(live.provider_call_id or "")[-1]
@@ -253,6 +274,7 @@ async def test_restart_reconciles_and_never_redials() -> None:
     gone = await rig.service.initiate(CALLEE, "two", "conversation")
     lost = await rig.service.initiate(CALLEE, "three", "conversation")
     await clock.advance(0.3)
+    await clock.advance(0.5)  # the opening lines are said; each call listens
     # Simulate a crash: drop the service without stopping it; the carrier lives on.
     gone_pid = (await store.get(gone.call_id)).provider_call_id  # type: ignore[union-attr]
     carrier._calls[gone_pid].status = "ended"  # the callee hung up while we were down
@@ -274,7 +296,7 @@ async def test_restart_reconciles_and_never_redials() -> None:
     assert (await store.get(lost.call_id)).is_live  # type: ignore[union-attr]  # unknown: kept
     assert len(carrier.dials) == dials_before
     turn = asyncio.ensure_future(restarted.service.continue_call(kept.call_id, "still there?"))
-    await clock.advance(0.3)
+    await clock.advance(2.0)
     assert await asyncio.wait_for(turn, 1)
     await restarted.service.stop()
 

@@ -1,0 +1,137 @@
+"""The speech queue and the turn rules (domain/speech.py), table-driven, times as plain numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from voicecall.domain.speech import SpeechQueue, UtteranceState, answers_prompt
+
+Q, P, D, C = (
+    UtteranceState.QUEUED,
+    UtteranceState.PLAYING,
+    UtteranceState.PLAYED,
+    UtteranceState.CUT,
+)
+
+
+def queue_of(*ids: str) -> SpeechQueue:
+    queue = SpeechQueue()
+    for n, uid in enumerate(ids):
+        queue.enqueue(uid, f"line {uid}", at=float(n))
+    return queue
+
+
+def states(queue: SpeechQueue) -> list[UtteranceState]:
+    return [u.state for u in queue]
+
+
+# Each row: a sequence of (action, utterance id or None, time) applied to a fresh queue a, b, c,
+# and the states that must result.
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([], [Q, Q, Q]),
+        ([("start", "a", 10)], [P, Q, Q]),
+        ([("start", "a", 10), ("played", "a", 12)], [D, Q, Q]),
+        # Playback is in order: news that b started means a finished.
+        ([("start", "a", 10), ("start", "b", 12)], [D, P, Q]),
+        # A fetch after a <Say> reports the end without a start.
+        ([("played", "b", 12)], [D, D, Q]),
+        ([("played", "c", 12)], [D, D, D]),
+        # Repeats and unknown ids change nothing.
+        ([("played", "a", 12), ("played", "a", 13), ("start", "a", 14)], [D, Q, Q]),
+        ([("played", "zz", 12)], [Q, Q, Q]),
+        # A hang-up cuts what plays and everything queued.
+        ([("start", "a", 10), ("cut", None, 11)], [C, C, C]),
+        ([("played", "a", 10), ("start", "b", 10), ("cut", None, 11)], [D, C, C]),
+        # Nothing changes once final.
+        ([("played", "c", 10), ("cut", None, 11)], [D, D, D]),
+        ([("cut", None, 11), ("played", "c", 12)], [C, C, C]),
+    ],
+)
+def test_queue_moves(steps: list[tuple[str, str | None, float]], expected: list[str]) -> None:
+    queue = queue_of("a", "b", "c")
+    for action, uid, at in steps:
+        if action == "start":
+            assert uid is not None
+            queue.mark_started(uid, at)
+        elif action == "played":
+            assert uid is not None
+            queue.mark_played(uid, at)
+        else:
+            queue.cut_all(at)
+    assert states(queue) == expected
+
+
+def test_enqueue_while_playing_appends_and_never_displaces() -> None:
+    queue = queue_of("a")
+    queue.mark_started("a", 1.0)
+    queue.enqueue("b", "second", at=1.5)
+    assert [(u.utterance_id, u.state) for u in queue] == [("a", P), ("b", Q)]
+    assert queue.playing is not None and queue.playing.utterance_id == "a"
+    assert [u.utterance_id for u in queue.pending] == ["a", "b"]
+    with pytest.raises(ValueError, match="already queued"):
+        queue.enqueue("a", "again", at=2.0)
+
+
+def test_timestamps_record_when_the_caller_heard_it() -> None:
+    queue = queue_of("a", "b")
+    queue.mark_started("a", 10.0)
+    changed = queue.mark_played("b", 15.0)
+    a, b = list(queue)
+    assert [u.utterance_id for u in changed] == ["a", "b"]
+    assert (a.started_at, a.ended_at) == (10.0, 15.0)
+    assert (b.started_at, b.ended_at) == (15.0, 15.0)
+    assert queue.idle
+
+
+def test_a_cut_line_knows_whether_any_of_it_was_heard() -> None:
+    queue = queue_of("a", "b")
+    queue.mark_started("a", 10.0)
+    cut = queue.cut_all(11.0)
+    assert [(u.utterance_id, u.was_heard, u.ended_at) for u in cut] == [
+        ("a", True, 11.0),
+        ("b", False, 11.0),
+    ]
+
+
+# answers_prompt: the reply is the first final transcript that began after the prompt began.
+# Queue: opening "o", prompt "p", later line "l". Rows give what has started and how the
+# carrier tells which line the speech follows.
+@pytest.mark.parametrize(
+    ("started", "heard_after", "speech_started_at", "answers"),
+    [
+        # The carrier's recogniser: judged by the line the listen went with.
+        ({"o": 0.0}, "o", None, False),  # an answer to the opening
+        ({"o": 0.0, "p": 5.0}, "o", None, False),  # arrives while the prompt plays: still "o"
+        ({"o": 0.0, "p": 5.0}, "p", None, True),
+        ({"o": 0.0, "p": 5.0, "l": 9.0}, "l", None, True),  # a later line: still a reply
+        ({"o": 0.0}, "p", None, True),  # the listen went with the prompt
+        ({"o": 0.0}, "unknown-line", None, False),
+        # A media stream: judged by when the caller began to speak.
+        ({"o": 0.0, "p": 5.0}, None, 4.9, False),
+        ({"o": 0.0, "p": 5.0}, None, 5.0, True),
+        ({"o": 0.0, "p": 5.0}, None, 7.5, True),
+        ({"o": 0.0}, None, 7.5, False),  # the prompt has not begun playing
+        # Neither: any final transcript once the prompt has begun playing.
+        ({"o": 0.0, "p": 5.0}, None, None, True),
+        ({"o": 0.0}, None, None, False),
+    ],
+)
+def test_answers_prompt(
+    started: dict[str, float],
+    heard_after: str | None,
+    speech_started_at: float | None,
+    answers: bool,
+) -> None:
+    queue = queue_of("o", "p", "l")
+    for uid, at in started.items():
+        queue.mark_started(uid, at)
+    got = answers_prompt(queue, "p", heard_after=heard_after, speech_started_at=speech_started_at)
+    assert got is answers
+
+
+def test_answers_prompt_for_an_unknown_prompt_is_false() -> None:
+    queue = queue_of("o")
+    queue.mark_started("o", 0.0)
+    assert not answers_prompt(queue, "nope", heard_after="o", speech_started_at=None)
