@@ -14,72 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from voicecall.config import AppConfig, ConfigError, load_config
-from voicecall.entrypoints.token import read_gateway_token
+from voicecall.entrypoints.client import ClientError, GatewayClient
 
-__all__ = ["CliError", "GatewayClient", "connect_host", "main"]
-
-
-class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def connect_host(bind: str) -> str:
-    """Where to reach a listener bound to ``bind`` from this machine (wildcards -> loopback)."""
-    if bind in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if bind == "::":
-        return "[::1]"
-    return f"[{bind}]" if ":" in bind else bind
-
-
-class GatewayClient:
-    """A small synchronous RPC client for the gateway listener."""
-
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        host = connect_host(config.gateway.bind)
-        self.base_url = f"http://{host}:{config.gateway.port}"
-        self.ws_url = f"ws://{host}:{config.gateway.port}/events"
-        self.token = read_gateway_token(config)
-
-    def call(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        """Run one RPC method; returns the payload or raises ``CliError``."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            response = httpx.post(
-                f"{self.base_url}/rpc",
-                json={"method": method, "params": params},
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=5.0),
-            )
-        except httpx.ConnectError:
-            raise CliError(
-                f"the gateway is not running at {self.base_url} (start it with 'voicecall serve')"
-            ) from None
-        except httpx.TimeoutException:
-            raise CliError(f"the gateway at {self.base_url} did not answer in time") from None
-        except httpx.HTTPError as err:
-            raise CliError(f"cannot reach the gateway at {self.base_url}: {err}") from None
-        if response.status_code == 401:
-            raise CliError("the gateway refused our token (check gateway.auth.token)")
-        try:
-            answer = response.json()
-        except ValueError:
-            raise CliError(
-                f"the gateway answered HTTP {response.status_code} without JSON"
-            ) from None
-        if not isinstance(answer, dict) or "ok" not in answer:
-            raise CliError("the gateway answered something that is not an RPC envelope")
-        if not answer["ok"]:
-            error = answer.get("error") or {}
-            raise CliError(f"{error.get('message', 'refused')} ({error.get('code', 'error')})")
-        payload: dict[str, Any] = answer.get("payload") or {}
-        return payload
+__all__ = ["main"]
 
 
 def _print(payload: Any) -> None:
@@ -172,12 +110,14 @@ def _tail(client: GatewayClient, since: int) -> int:
                 sys.stdout.flush()
     except (ConnectionRefusedError, OSError) as err:
         if isinstance(err, ConnectionRefusedError) or "refused" in str(err).lower():
-            raise CliError(
+            raise ClientError(
                 f"the gateway is not running at {client.base_url} (start it with 'voicecall serve')"
             ) from None
-        raise CliError(f"lost the gateway: {err}") from None
+        raise ClientError(f"lost the gateway: {err}") from None
     except InvalidStatus:
-        raise CliError("the gateway refused the event stream (check gateway.auth.token)") from None
+        raise ClientError(
+            "the gateway refused the event stream (check gateway.auth.token)"
+        ) from None
     except ConnectionClosed:
         pass
     except KeyboardInterrupt:
@@ -202,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             _print(expose(config, args.mode))
         except ExposeError as err:
-            raise CliError(str(err)) from None
+            raise ClientError(str(err)) from None
         return 0
     client = GatewayClient(config)
     if args.command == "call":
@@ -247,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"voicecall: {err}", file=sys.stderr)
         return 2
-    except CliError as err:
+    except ClientError as err:
         print(f"voicecall: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from voicecall.config import load_config
-from voicecall.entrypoints.cli import CliError, GatewayClient
+from voicecall.entrypoints.client import ClientError, GatewayClient
 
 __all__ = ["run_demo"]
 
@@ -85,7 +85,7 @@ class _Carrier:
                 if call["callId"] not in before:
                     return str(call["callId"])
             time.sleep(0.1)
-        raise CliError(f"the simulated {self.name} never delivered the inbound call")
+        raise ClientError(f"the simulated {self.name} never delivered the inbound call")
 
 
 def _carrier(name: str, webhook_port: int) -> _Carrier:
@@ -332,7 +332,7 @@ def run_demo(keep: bool = False, carrier_name: str = "mock") -> int:
             printer.say(f"  PROBLEM: {problem}")
         printer.say("\nAll four calls behaved as expected." if not problems else "")
         return 0 if not problems else 1
-    except CliError as err:
+    except ClientError as err:
         print(f"voicecall demo: {err}", file=sys.stderr)
         print(log_path.read_text(errors="replace")[-2000:], file=sys.stderr)
         return 1
@@ -353,13 +353,13 @@ def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CliError(f"the simulator exited early (code {process.returncode})")
+            raise ClientError(f"the simulator exited early (code {process.returncode})")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise CliError("the simulator did not start within 30 s")
+    raise ClientError("the simulator did not start within 30 s")
 
 
 def _connect(config: Any, server: subprocess.Popen[bytes], log_path: Path) -> GatewayClient:
@@ -367,11 +367,11 @@ def _connect(config: Any, server: subprocess.Popen[bytes], log_path: Path) -> Ga
     client = GatewayClient(config)
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise CliError(f"the gateway exited early (code {server.returncode})")
+            raise ClientError(f"the gateway exited early (code {server.returncode})")
         try:
             if httpx.get(f"{client.base_url}/health", timeout=0.5).status_code == 200:
                 return GatewayClient(config)  # re-read: the token file exists now
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise CliError("the gateway did not start within 30 s")
+    raise ClientError("the gateway did not start within 30 s")

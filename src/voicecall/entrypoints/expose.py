@@ -12,7 +12,7 @@ import subprocess
 from typing import Any
 
 from voicecall.config import AppConfig
-from voicecall.entrypoints.cli import connect_host
+from voicecall.entrypoints.client import connect_host
 
 __all__ = ["ExposeError", "expose"]
 
