@@ -167,11 +167,21 @@ class _Printer:
 
     def event(self, event: dict[str, Any]) -> None:
         data = event.get("data", {})
-        when = datetime.fromtimestamp(event["at"]).strftime("%H:%M:%S.%f")[:-3]
+        when = _clock(event["at"])
         who = self.names.get(event["callId"], event["callId"][:8])
         kind = event["type"]
         if kind == "call.transcript":
             line = f"{data['speaker']:>4} says: {data['text']!r}"
+        elif kind == "speech.queued":
+            line = f" bot queues: {data['text']!r}"
+        elif kind == "speech.played":
+            line = (
+                f" bot played: {data['text']!r} (heard {_clock(data['startedAt'])}"
+                f" -> {_clock(data['endedAt'])})"
+            )
+        elif kind == "speech.cut":
+            heard = data.get("startedAt") is not None
+            line = f"    bot cut: {data['text']!r}" + ("" if heard else " (never started)")
         elif kind == "call.created":
             call = data["call"]
             line = f"created {call['direction']} {call['from']} -> {call['to']}"
@@ -184,6 +194,10 @@ class _Printer:
         else:
             return
         self.say(f"  {when}  [{who}] {line}")
+
+
+def _clock(at: float | None) -> str:
+    return "?" if at is None else datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _follow(client: GatewayClient, printer: _Printer, stop: threading.Event) -> None:

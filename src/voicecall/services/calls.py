@@ -663,7 +663,8 @@ class CallService:
         runtime.cancel_timers()
         # What was playing is cut where the caller stopped hearing it; what never started
         # never reaches the transcript.
-        for utterance in call.speech.cut_all(now):
+        cut = call.speech.cut_all(now)
+        for utterance in cut:
             if utterance.was_heard:
                 self._record_bot_line(call, utterance)
         await self._commit(
@@ -672,6 +673,8 @@ class CallService:
             {"state": call.state.value, "endReason": call.end_reason}
             | ({"endDetail": detail} if detail else {}),
         )
+        for utterance in cut:
+            await self._commit(call, "speech.cut", utterance_to_dict(utterance))
         runtime.ended.set()
         runtime.ready.set()
         if runtime.turn is not None:
