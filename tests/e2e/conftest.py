@@ -92,18 +92,34 @@ class Gateway:
             time.sleep(0.05)
         raise AssertionError(f"serve did not come up:\n{self.log_path.read_text()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 10.0) -> int:
+        """Signal the server and reap it; returns its exit code.
+
+        A polite signal (SIGTERM, SIGINT) must end the process by itself with exit code 0:
+        having to escalate to SIGKILL, or any other code, fails the test that stopped it. The
+        grace period only bounds a hang; a healthy shutdown takes well under a second.
+        """
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(sig)
             try:
-                self.process.wait(15)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        code = self.process.returncode
-        self.process = None
+                process.kill()
+                process.wait(5)
+                raise AssertionError(
+                    f"voicecall serve ignored signal {signal.Signals(sig).name} for {grace} s "
+                    f"and had to be SIGKILLed:\n{self.log_tail()}"
+                ) from None
+        code = process.returncode
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            name = signal.Signals(sig).name
+            assert code == 0, f"voicecall serve exited {code} on {name}:\n{self.log_tail()}"
         return code
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -148,6 +164,18 @@ class Gateway:
     def mock_dials(self) -> int:
         state = json.loads((self.store / "mock-carrier.json").read_text())
         return len(state["dials"])
+
+
+# Every end-to-end test gets a deadline of its own, so a hang fails fast and names the test
+# (a test may set a longer one with its own ``pytest.mark.timeout``).
+E2E_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
 
 
 @pytest.fixture

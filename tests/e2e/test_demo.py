@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("carrier", ["mock", "twilio", "telnyx", "plivo"])
 def test_demo_tour(carrier: str) -> None:
     result = subprocess.run(

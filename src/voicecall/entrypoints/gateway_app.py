@@ -21,7 +21,7 @@ from voicecall.domain.ports import EventRecord
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.rpc import error_envelope
 
-__all__ = ["create_gateway_app", "record_to_dict"]
+__all__ = ["EventStreams", "create_gateway_app", "record_to_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,43 @@ def record_to_dict(record: EventRecord) -> dict[str, Any]:
         "at": record.at,
         "data": record.data,
     }
+
+
+class EventStreams:
+    """The open ``/events`` streams, so that shutdown can end them.
+
+    uvicorn waits for every running WebSocket handler before it returns from shutdown, and a
+    handler parked on an idle feed would hold ``voicecall serve`` up after SIGTERM. ``close()``
+    wakes every stream (it ends as if the feed had closed) and refuses any that connect later.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._open: set[asyncio.Queue[EventRecord | None]] = set()
+
+    def register(self, queue: asyncio.Queue[EventRecord | None]) -> bool:
+        """Track one stream's queue; False when shutdown has begun (the stream must not start)."""
+        if self.closed:
+            return False
+        self._open.add(queue)
+        return True
+
+    def forget(self, queue: asyncio.Queue[EventRecord | None]) -> None:
+        self._open.discard(queue)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def close(self) -> None:
+        self.closed = True
+        for queue in list(self._open):
+            while True:
+                try:
+                    queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    # A full queue's stream is behind anyway; make room for the end marker.
+                    queue.get_nowait()
 
 
 def _authorised(presented: str | None, token: str) -> bool:
@@ -83,6 +120,7 @@ async def events(
     socket: WebSocket[Any, Any, Any],
     plugin: NamedDependency[VoiceCallPlugin],
     token: NamedDependency[str],
+    streams: NamedDependency[EventStreams],
 ) -> None:
     """Stream call events as JSON text frames; ``?since=N`` first replays the log after N."""
     presented = socket.headers.get("authorization")
@@ -95,9 +133,13 @@ async def events(
         since = int(socket.query_params.get("since", "0"))
     except ValueError:
         since = 0
-    await socket.accept()
     feed = plugin.service.feed
     queue = feed.subscribe()
+    if not streams.register(queue):
+        feed.unsubscribe(queue)
+        await socket.close(code=1001, reason="the gateway is shutting down")
+        return
+    await socket.accept()
     last = since
     try:
         # Subscribe first, then replay, so nothing falls between the log and the live feed.
@@ -125,6 +167,7 @@ async def events(
     except (WebSocketDisconnect, ConnectionError):
         pass
     finally:
+        streams.forget(queue)
         feed.unsubscribe(queue)
     try:
         await socket.close()
@@ -132,13 +175,25 @@ async def events(
         pass
 
 
-def create_gateway_app(plugin: VoiceCallPlugin, token: str) -> Litestar:
-    """The gateway's Litestar app, with the plugin and token injected through ``Provide``."""
+def create_gateway_app(
+    plugin: VoiceCallPlugin, token: str, streams: EventStreams | None = None
+) -> Litestar:
+    """The gateway's Litestar app, with the plugin and token injected through ``Provide``.
+
+    Args:
+        plugin: the voice-call plugin whose RPC methods and event feed are served.
+        token: the bearer token RPC and ``/events`` require.
+        streams: the registry of open event streams; pass one to be able to end them at
+            shutdown (``voicecall serve`` does).
+    """
+    if streams is None:  # not ``or``: an empty registry is falsy
+        streams = EventStreams()
     return Litestar(
         route_handlers=[rpc, health, events],
         dependencies={
             "plugin": Provide(lambda: plugin, use_cache=True, sync_to_thread=False),
             "token": Provide(lambda: token, use_cache=True, sync_to_thread=False),
+            "streams": Provide(lambda: streams, use_cache=True, sync_to_thread=False),
         },
         debug=False,
         openapi_config=None,

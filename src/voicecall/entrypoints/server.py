@@ -14,7 +14,7 @@ import uvicorn
 
 from voicecall.config import AppConfig
 from voicecall.container import telephony_names
-from voicecall.entrypoints.gateway_app import create_gateway_app
+from voicecall.entrypoints.gateway_app import EventStreams, create_gateway_app
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.token import ensure_gateway_token
 from voicecall.entrypoints.webhook_app import create_webhook_app
@@ -92,9 +92,11 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
         webhook_sock.close()
         gateway_sock.close()
         raise
+    streams = EventStreams()
+    apps = (create_webhook_app(plugin.service, config), create_gateway_app(plugin, token, streams))
     servers = [
         _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-        for app in (create_webhook_app(plugin.service, config), create_gateway_app(plugin, token))
+        for app in apps
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,6 +124,9 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
         log.info("voicecall gateway shutting down")
         for server in servers:
             server.should_exit = True
+        # uvicorn waits for every open WebSocket handler; a `tail` parked on an idle feed would
+        # otherwise hold shutdown up until it is SIGKILLed.
+        streams.close()
         stopper.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await plugin.stop()
