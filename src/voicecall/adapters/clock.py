@@ -33,6 +33,9 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
     def schedule(self, delay_s: float, callback: TimerCallback) -> _LoopTimer:
         loop = asyncio.get_running_loop()
         timer: _LoopTimer

@@ -6,7 +6,7 @@ Adapters satisfy these structurally; none inherits from them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -31,6 +31,9 @@ __all__ = [
     "TelephonyProvider",
     "TimerHandle",
     "Transcriber",
+    "TranscriberSession",
+    "TranscriptEvent",
+    "TranscriptKind",
 ]
 
 TimerCallback = Callable[[], Awaitable[None] | None]
@@ -48,6 +51,9 @@ class Clock(Protocol):
 
     def now(self) -> float:
         """Unix time in seconds."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (audio pacing); only differences mean anything."""
 
     def schedule(self, delay_s: float, callback: TimerCallback) -> TimerHandle:
         """Run ``callback`` (sync, or async and awaited) ``delay_s`` seconds from now."""
@@ -207,11 +213,49 @@ class Responder(Protocol):
 class SpeechSynthesizer(Protocol):
     """Text to telephony audio (G.711 μ-law, 8 kHz mono) for media streams."""
 
-    async def synthesize(self, text: str, voice: str | None) -> bytes: ...
+    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[bytes]:
+        """The audio as it is made, in chunks of any size: the first chunk can go on the wire
+        before the rest exists."""
+
+
+class TranscriptKind(enum.StrEnum):
+    SPEECH_STARTED = "speech_started"
+    PARTIAL = "partial"
+    FINAL = "final"
+
+
+@attrs.frozen
+class TranscriptEvent:
+    """What a streaming transcriber heard.
+
+    Attributes:
+        kind: speech began (drives barge-in), a partial text, or a final transcript.
+        text: the words so far (empty for ``speech_started``).
+        started_ms: where in the session's audio the utterance began, in milliseconds since
+            the first byte sent; the media session turns it into clock time.
+    """
+
+    kind: TranscriptKind
+    text: str = ""
+    started_ms: int | None = None
+
+
+TranscriptHandler = Callable[[TranscriptEvent], Awaitable[None] | None]
+
+
+@runtime_checkable
+class TranscriberSession(Protocol):
+    """One call's transcription: audio in, ``TranscriptEvent``s out through the handler."""
+
+    async def send(self, ulaw: bytes) -> None:
+        """Hand over the caller's next μ-law audio, in order."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
 class Transcriber(Protocol):
-    """Telephony audio to text, for media streams."""
+    """Telephony audio to text as it arrives, for media streams."""
 
-    async def transcribe(self, audio: bytes) -> str: ...
+    async def open(self, call_id: str, on_event: TranscriptHandler) -> TranscriberSession:
+        """Start transcribing one call's caller audio."""

@@ -32,6 +32,9 @@ class FakeClock:
     def now(self) -> float:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._now
+
     def schedule(self, delay_s: float, callback: TimerCallback) -> _FakeTimer:
         timer = _FakeTimer()
         heapq.heappush(

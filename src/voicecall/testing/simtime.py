@@ -50,6 +50,9 @@ class ScaledClock(SystemClock):
     def now(self) -> float:
         return self._start + (time.monotonic() - self._wall0) * self.speed
 
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._wall0) * self.speed
+
     def wall(self, seconds: float) -> float:
         """Wall seconds that ``seconds`` of simulated time take."""
         return max(seconds, 0.0) / self.speed

@@ -1,0 +1,1 @@
+"""Speech providers: synthesisers and transcribers behind the speech ports."""
