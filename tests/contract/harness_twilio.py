@@ -16,6 +16,7 @@ from voicecall.adapters.telephony.twilio import TwilioTelephony
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
+from voicecall.testing.simtime import HeardLine, ScaledClock
 from voicecall.testing.twilio_sim import TwilioSimulator
 
 from .conftest import REPLIES
@@ -47,16 +48,20 @@ class Harness:
         self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
     ) -> TwilioTelephony:
         self.webhook = webhook
+        assert isinstance(clock, ScaledClock)
         self.sim = TwilioSimulator(
             webhook,
+            clock=clock,
             account_sid=ACCOUNT_SID,
             auth_token=AUTH_TOKEN,
             voice_url=PUBLIC_URL,
             number_status_callback=PUBLIC_URL,
             outcome=outcome,
             replies=REPLIES,
-            answer_delay_s=0.02,
-            reply_delay_s=0.15,
+            # Simulated seconds, like every delay of the simulator.
+            answer_delay_s=0.3,
+            reply_delay_s=0.3,
+            callback_delay_s=0.5,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TwilioTelephony.from_config(config, clock, http=self.rest)
@@ -67,6 +72,15 @@ class Harness:
 
     def heard(self, call: Call) -> list[str]:
         return self._sim().heard(call.provider_call_id or "")
+
+    def played(self, call: Call) -> list[HeardLine]:
+        return self._sim().played(call.provider_call_id or "")
+
+    def line_dead_at(self, call: Call) -> float | None:
+        return self._sim().ended_at(call.provider_call_id or "")
+
+    async def caller_hangs_up(self, call: Call) -> None:
+        self._sim().caller_hangs_up(call.provider_call_id or "")
 
     async def ring_inbound(self, from_number: str | None) -> None:
         await self._sim().ring_inbound(from_number, OUR_NUMBER)

@@ -9,16 +9,32 @@ real thing in the ways that matter:
   (update: ``Twiml``/``Url`` or ``Status=completed|canceled``), ``GET …/Calls/{CallSid}.json``.
 * webhooks POSTed form-encoded and signed with ``X-Twilio-Signature`` computed by the Twilio
   SDK's ``RequestValidator.compute_signature`` over the exact URL requested;
-* TwiML followed verb by verb: ``<Say>`` is heard (recorded), ``<Gather>`` is answered with the
-  next scripted caller line as ``SpeechResult`` (the caller hangs up when out of lines),
-  ``<Pause>`` waits (an update interrupts it), ``<Redirect>`` and ``<Gather action>`` fetch the
-  next document, ``<Hangup>``/``<Reject>`` end the call, and a document that runs out ends the
-  call ``completed``, as on Twilio. A fetch that fails ends the call too (Twilio's "application
-  error").
+* TwiML followed verb by verb, in simulated time (a ``ScaledClock``), by the rules below. Each
+  is written from Twilio's public documentation, cited where it is modelled:
 
-Run it on its own with ``python -m voicecall.testing.twilio_sim --port P --webhook-url URL``;
-``/_sim/…`` then offers control endpoints (``POST /_sim/inbound``, ``GET /_sim/calls``,
-``POST /_sim/unavailable``).
+  - ``<Say>`` takes time: about 15 characters a second (``chars_per_sec``); the callee's
+    record of each line (``played``) has its start and end and whether it was heard whole.
+  - Updating a live call (REST ``Twiml``/``Url``) abandons the TwiML being run at once: a Say
+    is cut mid-sentence, a Pause or Gather stops.
+  - ``<Gather>`` says its nested ``<Say>``s, then the callee answers (after
+    ``reply_delay_s``, speaking for as long as its words take). With an ``action`` the result
+    is POSTed there and nothing after the Gather runs; on silence (a scripted ``""`` reply)
+    it POSTs only with ``actionOnEmptyResult="true"``, and otherwise falls through to the next
+    verb. Without an ``action`` it POSTs to the current document's URL.
+  - ``<Redirect>`` fetches the next document; ``<Pause length>`` waits; ``<Hangup>`` /
+    ``<Reject>`` end the call; a document that runs out ends the call ``completed``; a fetch
+    that fails ends it too (Twilio's "application error").
+  - Status callbacks are sent apart from the TwiML fetches, each after a small random delay
+    (``callback_delay_s``), so they may arrive after the next fetch. ``completed`` does not
+    say who hung up.
+
+The callee hangs up when it has no scripted line left for a Gather, or when told to
+(``caller_hangs_up``).
+
+Run it on its own with ``python -m voicecall.testing.twilio_sim --port P --webhook-url URL``
+(``--speed S`` runs simulated time S times faster); ``/_sim/…`` then offers control endpoints
+(``POST /_sim/inbound``, ``GET /_sim/calls``, ``POST /_sim/unavailable``,
+``POST /_sim/hangup`` with ``{"callSid": …}``).
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import binascii
 import email.utils
 import json
 import logging
+import random
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -50,6 +67,7 @@ from voicecall.testing.asgi import (
     run_lifespan,
     send_json,
 )
+from voicecall.testing.simtime import DEFAULT_CHARS_PER_SEC, HeardLine, ScaledClock, speech_seconds
 
 __all__ = ["DEFAULT_ACCOUNT_SID", "DEFAULT_AUTH_TOKEN", "SimCall", "TwilioSimulator", "main"]
 
@@ -63,6 +81,8 @@ _CREATE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
 _ONE_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
 _TERMINAL: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 _OUTCOME_STATUS: Final = {"busy": "busy", "no-answer": "no-answer", "fail": "failed"}
+# https://www.twilio.com/docs/voice/twiml/gather#timeout: 5 s of silence by default.
+_GATHER_TIMEOUT_S: Final = 5.0
 
 
 @attrs.define
@@ -78,7 +98,10 @@ class SimCall:
     twiml: str | None = None
     status_callback: str | None = None
     status_events: tuple[str, ...] = ("completed",)
-    heard: list[str] = attrs.Factory(list)
+    played: list[HeardLine] = attrs.Factory(list)
+    """Every line said to the callee, in order, with simulated start and end times."""
+    current: HeardLine | None = None
+    ended_at: float | None = None
     replies_used: int = 0
     rejected: int = 0
     hangups: int = 0
@@ -93,6 +116,11 @@ class SimCall:
     def ended(self) -> bool:
         return self.status in _TERMINAL
 
+    @property
+    def heard(self) -> list[str]:
+        """What the callee heard (lines over, whole or cut); a cut line shows as ``text—``."""
+        return [line.render() for line in self.played if line.ended_at is not None]
+
     def summary(self) -> dict[str, Any]:
         return {
             "sid": self.sid,
@@ -100,7 +128,9 @@ class SimCall:
             "from": self.from_number,
             "to": self.to_number,
             "status": self.status,
-            "heard": list(self.heard),
+            "heard": self.heard,
+            "played": [attrs.asdict(line) for line in self.played],
+            "endedAt": self.ended_at,
             "repliesUsed": self.replies_used,
             "rejected": self.rejected,
             "hangups": self.hangups,
@@ -119,22 +149,27 @@ class TwilioSimulator:
     Args:
         http: the client webhooks are POSTed with (an ``httpx.ASGITransport`` client for
             in-process tests, a plain one for loopback HTTP).
+        clock: simulated time; every delay below is in its seconds (default: real time).
         voice_url: the number's voice URL (our webhook), where inbound calls are delivered.
         number_status_callback: the number's status callback URL for inbound calls (Twilio
             sends it the ``completed`` event only); None sends none.
         outcome: what the callee does: ``answer`` | ``busy`` | ``no-answer`` | ``fail``
             (``voicemail`` answers: without machine detection Twilio cannot tell).
-        replies: the callee's lines, one per ``<Gather>``; it hangs up when out of them.
+        replies: the callee's lines, one per ``<Gather>`` (``""`` stays silent); it hangs up
+            when out of them.
         answer_delay_s: ringing time before the outcome.
-        reply_delay_s: how long the callee takes to start answering a ``<Gather>``; an update
-            within this time abandons the gather, as on Twilio.
-        pause_scale: multiplies ``<Pause length>`` (tests may shorten the wait).
+        reply_delay_s: how long the callee waits, once a Gather's prompt is over, before it
+            starts to speak.
+        chars_per_sec: how fast ``<Say>`` (and the callee) talks.
+        callback_delay_s: status callbacks are each delayed by up to this long.
+        seed: seeds the random callback delays.
     """
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         *,
+        clock: ScaledClock | None = None,
         account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = DEFAULT_AUTH_TOKEN,
         voice_url: str | None = None,
@@ -143,9 +178,12 @@ class TwilioSimulator:
         replies: Sequence[str] = ("Hello?", "Sure.", "Goodbye."),
         answer_delay_s: float = 0.05,
         reply_delay_s: float = 0.15,
-        pause_scale: float = 1.0,
+        chars_per_sec: float = DEFAULT_CHARS_PER_SEC,
+        callback_delay_s: float = 0.2,
+        seed: int | None = None,
     ) -> None:
         self.http = http
+        self.clock = clock or ScaledClock(1.0)
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.voice_url = voice_url
@@ -154,20 +192,39 @@ class TwilioSimulator:
         self.replies = tuple(replies)
         self.answer_delay_s = answer_delay_s
         self.reply_delay_s = reply_delay_s
-        self.pause_scale = pause_scale
+        self.chars_per_sec = chars_per_sec
+        self.callback_delay_s = callback_delay_s
         self.unavailable = False
         self.calls: dict[str, SimCall] = {}
         self.dials: list[dict[str, list[str]]] = []
         self.requests: list[tuple[str, str]] = []
         self.last_webhook: tuple[str, dict[str, str], bytes] | None = None
+        self._random = random.Random(seed)
         self._validator = RequestValidator(auth_token)
         self._background = Background("twilio sim")
 
     # ------------------------------------------------------------------ what tests look at
 
     def heard(self, sid: str) -> list[str]:
+        """What the callee heard, in order; a line cut off ends in ``—``."""
         call = self.calls.get(sid)
-        return list(call.heard) if call else []
+        return call.heard if call else []
+
+    def played(self, sid: str) -> list[HeardLine]:
+        """Each line said to the callee, with its simulated start and end."""
+        call = self.calls.get(sid)
+        return [attrs.evolve(line) for line in call.played] if call else []
+
+    def ended_at(self, sid: str) -> float | None:
+        """When the line went dead (simulated time); None while the call is up."""
+        call = self.calls.get(sid)
+        return call.ended_at if call else None
+
+    def caller_hangs_up(self, sid: str) -> None:
+        """The callee puts the phone down now, cutting whatever is being said."""
+        call = self.calls.get(sid)
+        if call is not None and not call.ended:
+            self._end(call, "completed")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -332,19 +389,26 @@ class TwilioSimulator:
     async def _control(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/_sim/calls":
             return 200, self.summary()
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as err:
+            return 400, {"error": str(err)}
         if method == "POST" and path == "/_sim/inbound":
             try:
-                data = json.loads(body or b"{}")
+                data = data or {}
                 sid = await self.ring_inbound(data.get("from"), data.get("to") or "+15550100000")
-            except (ValueError, AttributeError, RuntimeError) as err:
+            except (AttributeError, RuntimeError) as err:
                 return 400, {"error": str(err)}
             return 200, {"callSid": sid}
         if method == "POST" and path == "/_sim/unavailable":
-            try:
-                self.unavailable = bool(json.loads(body or b"true"))
-            except ValueError as err:
-                return 400, {"error": str(err)}
+            self.unavailable = True if data is None else bool(data)
             return 200, {"unavailable": self.unavailable}
+        if method == "POST" and path == "/_sim/hangup":
+            target = data.get("callSid") if isinstance(data, dict) else None
+            if not isinstance(target, str) or target not in self.calls:
+                return 404, {"error": "no such call"}
+            self.caller_hangs_up(target)
+            return 200, {"callSid": target, "status": self.calls[target].status}
         return 404, {"error": "unknown control endpoint"}
 
     # ------------------------------------------------------------------ the network
@@ -355,7 +419,7 @@ class TwilioSimulator:
         await asyncio.sleep(0)
         call.status = "ringing"
         self._progress(call, "ringing")
-        await asyncio.sleep(self.answer_delay_s)
+        await self.clock.sleep(self.answer_delay_s)
         if call.ended:
             return
         status = _OUTCOME_STATUS.get(self.outcome)
@@ -367,11 +431,15 @@ class TwilioSimulator:
             self._background.spawn(self._run(call, call.generation, document=call.twiml))
         else:
             self._background.spawn(self._run(call, call.generation, fetch=call.url))
-        # Progress callbacks travel apart from the TwiML fetch; either may arrive first.
         self._progress(call, "answered")
 
     def _progress(self, call: SimCall, event: str) -> None:
-        """Queue a status callback for ``event`` if the call subscribed to it."""
+        """Queue a status callback for ``event`` if the call subscribed to it.
+
+        https://www.twilio.com/docs/voice/api/call-resource#statuscallbackevent: Twilio
+        sends the subscribed events (``completed`` only by default) to ``StatusCallback``,
+        with a ``SequenceNumber`` because they may arrive out of order.
+        """
         if not call.status_callback or event not in call.status_events:
             return
         call.sequence += 1
@@ -382,8 +450,11 @@ class TwilioSimulator:
         call.callbacks.put_nowait(params)
 
     async def _callback_pump(self, call: SimCall) -> None:
+        """Deliver status callbacks asynchronously: they travel apart from the TwiML fetches
+        and may land after the next one (a small random delay each)."""
         while True:
             params = await call.callbacks.get()
+            await self.clock.sleep(self._random.uniform(0.0, self.callback_delay_s))
             if call.status_callback:
                 try:
                     await self._post(call.status_callback, params)
@@ -396,11 +467,18 @@ class TwilioSimulator:
         if call.ended:
             return
         call.status = status
+        call.ended_at = self.clock.now()
         self._interrupt(call)
         self._progress(call, "completed")
 
     def _interrupt(self, call: SimCall) -> int:
+        """Abandon the running TwiML now: what is being said is cut where the callee is."""
         call.generation += 1
+        line = call.current
+        if line is not None:
+            line.ended_at = self.clock.now()
+            line.whole = False
+            call.current = None
         call.wake.set()
         call.wake = asyncio.Event()
         return call.generation
@@ -416,37 +494,44 @@ class TwilioSimulator:
         document: str | None = None,
     ) -> None:
         try:
+            url = fetch
             if document is None:
                 if fetch is None:
                     raise _Stale
                 document = await self._fetch(call, generation, fetch, {})
-            await self._execute(call, generation, document)
+            await self._execute(call, generation, document, url)
         except _Stale:
             return
 
-    async def _execute(self, call: SimCall, generation: int, document: str) -> None:
+    async def _execute(
+        self, call: SimCall, generation: int, document: str, url: str | None
+    ) -> None:
         while True:
             verbs = self._parse(call, generation, document)
             next_document: str | None = None
+            next_url: str | None = None
             for verb in verbs:
                 self._check(call, generation)
                 tag = verb.tag
                 if tag == "Say":
                     self._answer_inbound(call)
-                    call.heard.append((verb.text or "").strip())
+                    await self._say(call, generation, verb)
                 elif tag == "Pause":
+                    # https://www.twilio.com/docs/voice/twiml/pause: silence for ``length`` s.
                     self._answer_inbound(call)
                     await self._sleep(call, generation, float(verb.get("length", "1")))
                 elif tag == "Gather":
                     self._answer_inbound(call)
-                    next_document = await self._gather(call, generation, verb)
-                    if next_document is not None:
+                    target = await self._gather(call, generation, verb, url)
+                    if target is not None:
+                        next_url, next_document = target
                         break
                 elif tag == "Redirect":
+                    # https://www.twilio.com/docs/voice/twiml/redirect: control moves to the
+                    # fetched document; verbs after the Redirect never run.
                     self._answer_inbound(call)
-                    next_document = await self._fetch(
-                        call, generation, (verb.text or "").strip(), {}
-                    )
+                    next_url = (verb.text or "").strip()
+                    next_document = await self._fetch(call, generation, next_url, {})
                     break
                 elif tag == "Hangup":
                     self._end(call, "completed" if call.status == "in-progress" else "canceled")
@@ -456,28 +541,57 @@ class TwilioSimulator:
                     self._end(call, "busy" if verb.get("reason") == "busy" else "canceled")
                     return
             if next_document is None:
-                # The document ran out: Twilio ends the call.
+                # The document ran out: Twilio ends the call
+                # (https://www.twilio.com/docs/voice/twiml#twiml-verbs-for-programmable-voice).
                 self._check(call, generation)
                 self._end(call, "completed")
                 return
-            document = next_document
+            document, url = next_document, next_url
 
-    async def _gather(self, call: SimCall, generation: int, verb: ET.Element) -> str | None:
+    async def _say(self, call: SimCall, generation: int, verb: ET.Element) -> None:
+        """https://www.twilio.com/docs/voice/twiml/say: the text is spoken, which takes as long
+        as it takes; the next verb runs after it. An update or a hang-up cuts it."""
+        self._check(call, generation)
+        text = (verb.text or "").strip()
+        line = HeardLine(text=text, started_at=self.clock.now())
+        call.played.append(line)
+        call.current = line
+        await self._sleep(call, generation, speech_seconds(text, self.chars_per_sec))
+        line.ended_at = self.clock.now()
+        line.whole = True
+        call.current = None
+
+    async def _gather(
+        self, call: SimCall, generation: int, verb: ET.Element, url: str | None
+    ) -> tuple[str | None, str] | None:
+        """https://www.twilio.com/docs/voice/twiml/gather. Nested ``<Say>``s are said first
+        ("Nest other verbs"); then the caller speaks or stays silent. With input, Twilio
+        requests ``action`` (default: the current document's URL) and never returns to the
+        verbs after the Gather. Without input it requests ``action`` only when
+        ``actionOnEmptyResult="true"``; otherwise it falls through to the next verb.
+        Returns the next document (and its URL), or None to fall through."""
         for child in verb:
             if child.tag == "Say":
-                call.heard.append((child.text or "").strip())
-        await self._sleep(call, generation, self.reply_delay_s, scaled=False)
+                await self._say(call, generation, child)
+        await self._sleep(call, generation, self.reply_delay_s)
         if call.replies_used >= len(self.replies):
             # Nothing left to say: the caller hangs up.
             self._end(call, "completed")
             raise _Stale
         line = self.replies[call.replies_used]
         call.replies_used += 1
-        action = verb.get("action")
-        if not action:
+        action = verb.get("action") or url
+        if line:
+            await self._sleep(call, generation, speech_seconds(line, self.chars_per_sec))
+            if action is None:
+                return None
+            extra = {"SpeechResult": line, "Confidence": "0.92"}
+            return action, await self._fetch(call, generation, action, extra)
+        timeout = float(verb.get("timeout") or _GATHER_TIMEOUT_S)
+        await self._sleep(call, generation, timeout)
+        if action is None or verb.get("actionOnEmptyResult") != "true":
             return None
-        extra = {"SpeechResult": line, "Confidence": "0.92"}
-        return await self._fetch(call, generation, action, extra)
+        return action, await self._fetch(call, generation, action, {})
 
     def _answer_inbound(self, call: SimCall) -> None:
         if call.status == "ringing":
@@ -536,16 +650,11 @@ class TwilioSimulator:
         if call.generation != generation or call.ended:
             raise _Stale
 
-    async def _sleep(
-        self, call: SimCall, generation: int, seconds: float, *, scaled: bool = True
-    ) -> None:
-        """Wait, unless the call is updated or ends first (then the program stops)."""
+    async def _sleep(self, call: SimCall, generation: int, seconds: float) -> None:
+        """Wait ``seconds`` of simulated time, unless the call is updated or ends first (then
+        the program stops)."""
         self._check(call, generation)
-        delay = seconds * self.pause_scale if scaled else seconds
-        try:
-            await asyncio.wait_for(call.wake.wait(), max(delay, 0.0))
-        except TimeoutError:
-            pass
+        await self.clock.wait(call.wake, max(seconds, 0.0))
         self._check(call, generation)
 
 
@@ -577,12 +686,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
     parser.add_argument("--answer-delay-ms", type=int, default=100)
     parser.add_argument("--reply-delay-ms", type=int, default=200)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per wall second (1 = real)"
+    )
+    parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
     http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0))
     simulator = TwilioSimulator(
         http,
+        clock=ScaledClock(args.speed),
         account_sid=args.account_sid,
         auth_token=args.auth_token,
         voice_url=args.webhook_url,
@@ -591,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         replies=args.replies,
         answer_delay_s=args.answer_delay_ms / 1000,
         reply_delay_s=args.reply_delay_ms / 1000,
+        chars_per_sec=args.chars_per_sec,
     )
     uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
 

@@ -1,0 +1,200 @@
+"""What TwiML we hand Twilio: one document per turn, composed so Twilio itself keeps the order.
+
+Twilio runs a TwiML document verb by verb and tells us nothing about a ``<Say>`` it played;
+the only news is its next request for TwiML. So each document carries **at most one** line
+that has not been heard yet, and ends in a way that comes straight back to us once it has
+been said (TwiML reference: https://www.twilio.com/docs/voice/twiml):
+
+* a line followed by listening:
+  ``<Gather input="speech" action="…?u=ID&turn=T" actionOnEmptyResult="true"><Say>…</Say>
+  </Gather>``. The Say is nested so the caller may answer over it
+  (https://www.twilio.com/docs/voice/twiml/gather, "Nest other verbs"); with an ``action``
+  Twilio requests it when the Gather ends and never runs a verb after the Gather, and with
+  ``actionOnEmptyResult="true"`` it does so on silence too, so nothing may follow it;
+* any other line: ``<Say>…</Say><Redirect>…?u=ID</Redirect>``
+  (https://www.twilio.com/docs/voice/twiml/redirect): the Redirect is fetched once the Say
+  has been said (https://www.twilio.com/docs/voice/twiml/say), which marks the line played;
+* nothing left to say: listen (an empty Gather), hold and hang up
+  (``<Pause length="N"/><Hangup/>``, https://www.twilio.com/docs/voice/twiml/pause,
+  https://www.twilio.com/docs/voice/twiml/hangup), or park (``<Pause>`` then
+  ``<Redirect>``: a document that runs out ends the call).
+
+Every URL carries our call id, what it is for (``hook``) and a fresh token, all signed by
+Twilio with the rest of the URL; the token keeps the replay guard from taking a later
+request for a repeat.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+from twilio.twiml.voice_response import VoiceResponse
+
+from voicecall.domain.speech import SpokenLine
+from voicecall.domain.webhook import WebhookResponse
+
+__all__ = [
+    "EMPTY_TWIML",
+    "OPENAI_TO_TWILIO_VOICE",
+    "Hook",
+    "WebhookUrls",
+    "hang_up",
+    "hold_then_hang_up",
+    "listen",
+    "new_token",
+    "park",
+    "reject",
+    "say_then_listen",
+    "say_then_return",
+    "twilio_voice",
+    "twiml",
+]
+
+# OpenAI voice names (what ``tts.openai.voice`` holds) to comparable Amazon Polly voices that
+# Twilio's <Say> speaks natively.
+OPENAI_TO_TWILIO_VOICE: Final[dict[str, str]] = {
+    "alloy": "Polly.Joanna",
+    "echo": "Polly.Matthew",
+    "fable": "Polly.Amy",
+    "onyx": "Polly.Brian",
+    "nova": "Polly.Salli",
+    "shimmer": "Polly.Kimberly",
+}
+# Names Twilio's <Say> already understands are passed through untouched.
+_NATIVE_VOICE_PREFIXES: Final = ("Polly.", "Google.", "alice", "man", "woman")
+
+
+def twilio_voice(voice: str | None) -> str | None:
+    """The ``<Say voice>`` for an OpenAI voice name; native names pass through, others None."""
+    if not voice:
+        return None
+    mapped = OPENAI_TO_TWILIO_VOICE.get(voice.lower())
+    if mapped is not None:
+        return mapped
+    if voice.startswith(_NATIVE_VOICE_PREFIXES):
+        return voice
+    return None
+
+
+class Hook(enum.StrEnum):
+    """Which of our URLs Twilio requested; carried in the ``hook`` query parameter."""
+
+    ANSWER = "answer"  # the dial's Url: fetched when the callee picks up
+    STATUS = "status"  # StatusCallback: call progress, answered with an empty <Response/>
+    GATHER = "gather"  # a <Gather action>: the caller's speech (or silence)
+    WAIT = "wait"  # a <Redirect>: after a line (``u``) was said, or a parked call's round trip
+    VOICE = "voice"  # no hook: the number's voice URL, i.e. an inbound call
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@attrs.frozen
+class WebhookUrls:
+    """Builds our webhook URLs from ``publicUrl`` (the exact URL Twilio calls and signs)."""
+
+    public_url: str
+
+    def url(self, hook: Hook, call_id: str | None, **extra: str) -> str:
+        parts = urlsplit(self.public_url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if call_id:
+            query.append(("callId", call_id))
+        query.append(("hook", hook.value))
+        query.extend(extra.items())
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def gather(self, call_id: str | None, heard_after: str | None) -> str:
+        """A Gather's action: the line it goes with (``u``) and its turn token."""
+        extra = {"u": heard_after} if heard_after else {}
+        return self.url(Hook.GATHER, call_id, **extra, turn=new_token())
+
+    def back(self, call_id: str | None, played: str | None = None) -> str:
+        """A Redirect back to us; ``played`` is the line whose end the fetch reports."""
+        extra = {"u": played} if played else {}
+        return self.url(Hook.WAIT, call_id, **extra, n=new_token())
+
+
+def _say(parent: VoiceResponse, line: SpokenLine) -> None:
+    voice = twilio_voice(line.voice)
+    if voice:
+        parent.say(line.text, voice=voice)
+    else:
+        parent.say(line.text)
+
+
+def _gather(response: VoiceResponse, action: str) -> VoiceResponse:
+    gather: VoiceResponse = response.gather(
+        input="speech",
+        speech_timeout="auto",
+        action_on_empty_result=True,
+        action=action,
+        method="POST",
+    )
+    return gather
+
+
+def say_then_listen(urls: WebhookUrls, call_id: str | None, line: SpokenLine) -> VoiceResponse:
+    """The line inside a Gather; nothing after it (it would be unreachable)."""
+    response = VoiceResponse()
+    gather = _gather(response, urls.gather(call_id, line.utterance_id))
+    _say(gather, line)
+    return response
+
+
+def say_then_return(urls: WebhookUrls, call_id: str | None, line: SpokenLine) -> VoiceResponse:
+    """The line, then straight back to us: that fetch says it was played."""
+    response = VoiceResponse()
+    _say(response, line)
+    response.redirect(urls.back(call_id, line.utterance_id), method="POST")
+    return response
+
+
+def listen(urls: WebhookUrls, call_id: str | None, heard_after: str | None) -> VoiceResponse:
+    """An empty Gather: listen again after ``heard_after``, the last line said."""
+    response = VoiceResponse()
+    _gather(response, urls.gather(call_id, heard_after))
+    return response
+
+
+def hold_then_hang_up(hold_s: float) -> VoiceResponse:
+    """Notify's end: ``<Pause length>`` takes whole seconds, so the hold is rounded up (the
+    service's own timer hangs up on time in any case)."""
+    response = VoiceResponse()
+    if hold_s > 0:
+        response.pause(length=max(1, math.ceil(hold_s)))
+    response.hangup()
+    return response
+
+
+def park(urls: WebhookUrls, call_id: str | None, pause_s: int) -> VoiceResponse:
+    """Nothing to say: keep the call open; a live update replaces this at once."""
+    response = VoiceResponse()
+    response.pause(length=pause_s)
+    response.redirect(urls.back(call_id), method="POST")
+    return response
+
+
+def hang_up() -> VoiceResponse:
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
+def reject() -> VoiceResponse:
+    response = VoiceResponse()
+    response.reject(reason="rejected")
+    return response
+
+
+def twiml(response: VoiceResponse) -> WebhookResponse:
+    return WebhookResponse(200, str(response).encode(), "text/xml")
+
+
+EMPTY_TWIML: Final = twiml(VoiceResponse())
