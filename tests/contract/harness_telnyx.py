@@ -20,6 +20,7 @@ from voicecall.adapters.telephony.telnyx import TelnyxTelephony, encode_client_s
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
+from voicecall.testing.simtime import HeardLine, ScaledClock
 from voicecall.testing.telnyx_sim import TelnyxSimulator
 
 from .conftest import REPLIES
@@ -56,6 +57,8 @@ class Harness:
     def build(
         self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
     ) -> TelnyxTelephony:
+        assert isinstance(clock, ScaledClock)
+        # Delays in simulated seconds, on the clock the service runs on.
         self.sim = TelnyxSimulator(
             webhook,
             self.key,
@@ -63,9 +66,11 @@ class Harness:
             api_key=API_KEY,
             outcome=outcome,
             replies=REPLIES,
-            answer_delay_s=0.02,
-            reply_delay_s=0.05,
-            retry_delays_s=(0.05, 0.1),
+            answer_delay_s=0.3,
+            reply_delay_s=0.5,
+            retry_delays_s=(0.5, 1.0),
+            clock=clock,
+            delivery_jitter_s=0.1,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TelnyxTelephony.from_config(config, clock, http=self.rest)
@@ -76,6 +81,15 @@ class Harness:
 
     def heard(self, call: Call) -> list[str]:
         return self._sim().heard(call.provider_call_id)
+
+    def played(self, call: Call) -> list[HeardLine]:
+        return self._sim().played(call.provider_call_id)
+
+    def line_dead_at(self, call: Call) -> float | None:
+        return self._sim().ended_at(call.provider_call_id)
+
+    async def caller_hangs_up(self, call: Call) -> None:
+        await self._sim().caller_hangs_up(call.provider_call_id)
 
     async def ring_inbound(self, from_number: str | None) -> None:
         await self._sim().ring_inbound(from_number, OUR_NUMBER)
@@ -114,7 +128,7 @@ class Harness:
             }
         ).encode()
         # Signed by someone else's key: well-formed, fresh, and not Telnyx.
-        impostor = TelnyxSimulator(sim.webhook, SigningKey.generate(), PUBLIC_URL)
+        impostor = TelnyxSimulator(sim.webhook, SigningKey.generate(), PUBLIC_URL, clock=sim.clock)
         return await sim.webhook.post(PUBLIC_URL, content=body, headers=impostor.sign(body))
 
     async def aclose(self) -> None:

@@ -10,9 +10,44 @@ or the connection's webhook URL (inbound), one call's webhooks in order, retried
 event id when our server does not answer.
 
 The simulated callee follows a script: the configured ``outcome`` decides whether an outbound
-call is answered; what the bot speaks is "heard" and recorded; while transcription runs the
-callee says its next scripted line (a final ``call.transcription``) and hangs up when it has
-nothing left to say.
+call is answered; when the bot's speech has ended and transcription is on, the callee says its
+next scripted line (a final ``call.transcription``) after ``reply_delay_s``, and hangs up when
+it has nothing left to say.
+
+**Time.** Everything happens in the simulated time of a ``ScaledClock`` (shared with the
+service in the contract suite); speech takes ``speech_seconds(text)`` (15 characters a second
+by default). Each call records what the callee heard as ``HeardLine``s (``played``), a line
+cut off by a hang-up rendered ``text—`` (``heard``), and when the line went dead
+(``ended_at``).
+
+**Rules modelled, each from Telnyx's public documentation:**
+
+- ``actions/speak`` queues: "If multiple speak text commands are issued consecutively, the
+  audio files will be placed in a queue awaiting playback"; ``stop: current`` stops the line
+  playing and goes on with the queue, ``stop: all`` also clears the queue
+  (https://developers.telnyx.com/api-reference/call-commands/speak-text).
+- ``call.speak.started`` when a line begins to play, ``call.speak.ended`` when it stops, with
+  ``status`` ``completed`` or ``call_hangup``; neither names the speak command
+  (https://developers.telnyx.com/api-reference/callbacks/call-speak-started,
+  https://developers.telnyx.com/api-reference/callbacks/call-speak-ended).
+- ``client_state``: "Use this field to add state to every subsequent webhook": a command's
+  value replaces the call's, on every webhook emitted after it (same page as speak).
+- ``command_id``: "Telnyx will ignore any command with the same command_id for the same
+  call_control_id" (same page).
+- ``actions/transcription_start`` turns on ``call.transcription`` webhooks with
+  ``transcription_data {transcript, is_final, confidence}`` until ``transcription_stop`` or
+  the end of the call
+  (https://developers.telnyx.com/docs/voice/programmable-voice/speech-to-text).
+- ``actions/hangup`` ends the call at once, cutting the speech that plays; ``call.hangup``
+  carries ``hangup_cause`` and ``hangup_source``, "The party who ended the call (callee,
+  caller, unknown)" (https://developers.telnyx.com/api-reference/call-commands/hangup-call,
+  https://developers.telnyx.com/api-reference/callbacks/call-hangup). The leg's caller is
+  whoever placed it: us on a call we dialled, the person on a call we answered.
+- Webhooks are delivered asynchronously: "you can expect to often, though not always,
+  receive webhooks in the order provided"
+  (https://developers.telnyx.com/docs/voice/programmable-voice/sending-commands). Each is
+  posted after its own small random delay (``delivery_jitter_s``), so two emitted together may
+  swap, and a failed delivery is retried later with the same event id.
 
 Run standalone::
 
@@ -21,7 +56,10 @@ Run standalone::
         --signing-key <base64 Ed25519 seed>
 
 with small control endpoints for tests and demos: ``POST /_sim/inbound {"from", "to"}``,
+``POST /_sim/hangup {"callControlId"}`` (the callee puts the phone down),
 ``GET /_sim/calls``, ``POST /_sim/unavailable {"unavailable": true}``, ``GET /_sim/health``.
+``--speed`` runs simulated time faster than the wall clock (keep 1 against a real gateway:
+webhook timestamps are signed in simulated time).
 """
 
 from __future__ import annotations
@@ -34,6 +72,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -52,6 +91,7 @@ from voicecall.testing.asgi import (
     run_lifespan,
     send_json,
 )
+from voicecall.testing.simtime import DEFAULT_CHARS_PER_SEC, HeardLine, ScaledClock, speech_seconds
 
 __all__ = [
     "DEFAULT_REPLIES",
@@ -89,6 +129,15 @@ _REJECT_CAUSES: Final = frozenset(
 
 
 @attrs.define
+class _Speak:
+    """One accepted speak command, queued or playing."""
+
+    text: str
+    line: HeardLine | None = None
+    timer: asyncio.Task[Any] | None = None
+
+
+@attrs.define
 class SimCall:
     """One call leg as the simulated carrier knows it."""
 
@@ -104,9 +153,16 @@ class SimCall:
     status: str = "ringing"  # ringing | live | ended
     start_time: str = ""
     end_time: str | None = None
+    ended_at: float | None = None
+    """Simulated time the line went dead."""
     hangup_cause: str | None = None
+    hangup_source: str | None = None
     timeout_secs: int | None = None
-    heard: list[str] = attrs.Factory(list)
+    played: list[HeardLine] = attrs.Factory(list)
+    """Every line the callee was played, in order, with simulated start and end."""
+    queue: list[_Speak] = attrs.Factory(list)
+    """Accepted speaks not yet played; Telnyx's per-call speak queue."""
+    playing: _Speak | None = None
     replies_used: int = 0
     transcribing: bool = False
     reply_pending: bool = False
@@ -116,6 +172,15 @@ class SimCall:
     status_checks: int = 0
     commands: set[str] = attrs.Factory(set)
 
+    @property
+    def heard(self) -> list[str]:
+        """What the callee heard, in order; a line cut off ends in ``—``."""
+        return [line.render() for line in self.played if line.ended_at is not None]
+
+    @property
+    def speaking(self) -> bool:
+        return self.playing is not None or bool(self.queue)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "callControlId": self.call_control_id,
@@ -124,7 +189,10 @@ class SimCall:
             "to": self.to_number,
             "status": self.status,
             "hangupCause": self.hangup_cause,
-            "heard": list(self.heard),
+            "hangupSource": self.hangup_source,
+            "heard": self.heard,
+            "played": [attrs.asdict(line) for line in self.played],
+            "endedAt": self.ended_at,
             "answered": self.answered,
             "rejected": self.rejected,
             "hangups": self.hangups,
@@ -153,8 +221,9 @@ class _HttpError(Exception):
         self.detail = detail or code[1]
 
 
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _iso(at: float) -> str:
+    moment = dt.datetime.fromtimestamp(at, dt.UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _signing_key(key: SigningKey | bytes | str) -> SigningKey:
@@ -177,10 +246,16 @@ class TelnyxSimulator:
             outbound calls dialled without ``webhook_url``).
         api_key: when set, REST requires ``Authorization: Bearer <api_key>``.
         outcome: what happens to outbound calls (see ``OUTCOMES``).
-        replies: the callee's lines, one per turn of transcription.
+        replies: the callee's lines, one per turn.
         answer_delay_s: how long an outbound call rings before the outcome.
-        reply_delay_s: how long the callee takes to say a line once transcription runs.
+        reply_delay_s: how long after the bot stops talking the callee's line is transcribed.
         retry_delays_s: the pauses between webhook attempts when our server does not answer.
+        clock: the simulated time everything runs on (and webhooks are signed with).
+        chars_per_sec: how fast ``speak`` talks.
+        delivery_jitter_s: each webhook is posted after a random delay up to this long.
+        seed: seeds the delivery jitter, for a reproducible run.
+
+    Every delay is in simulated seconds.
     """
 
     def __init__(
@@ -192,10 +267,13 @@ class TelnyxSimulator:
         api_key: str | None = None,
         outcome: str = "answer",
         replies: Sequence[str] = DEFAULT_REPLIES,
-        answer_delay_s: float = 0.05,
-        reply_delay_s: float = 0.05,
+        answer_delay_s: float = 0.5,
+        reply_delay_s: float = 0.5,
         retry_delays_s: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 4.0),
-        clock: Callable[[], float] = time.time,
+        clock: ScaledClock | None = None,
+        chars_per_sec: float = DEFAULT_CHARS_PER_SEC,
+        delivery_jitter_s: float = 0.05,
+        seed: int | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -208,7 +286,10 @@ class TelnyxSimulator:
         self.answer_delay_s = answer_delay_s
         self.reply_delay_s = reply_delay_s
         self.retry_delays_s = tuple(retry_delays_s)
-        self.clock = clock
+        self.clock = clock if clock is not None else ScaledClock(1.0)
+        self.chars_per_sec = chars_per_sec
+        self.delivery_jitter_s = delivery_jitter_s
+        self._random = random.Random(seed)
         self.unavailable = False
         """When set, every REST request is answered 503 (a simulated outage)."""
         self.calls: dict[str, SimCall] = {}
@@ -216,7 +297,6 @@ class TelnyxSimulator:
         """Every REST request received: (method, path, JSON body or None)."""
         self.deliveries: list[Delivery] = []
         self.dials = 0
-        self._queues: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
         self._background = Background("telnyx sim")
         self._undelivered = 0
 
@@ -228,8 +308,30 @@ class TelnyxSimulator:
     # ------------------------------------------------------------------ test/demo surface
 
     def heard(self, call_control_id: str | None) -> list[str]:
+        """What the callee heard on the call, in order; a line cut off ends in ``—``."""
         call = self.calls.get(call_control_id or "")
-        return list(call.heard) if call else []
+        return call.heard if call else []
+
+    def played(self, call_control_id: str | None) -> list[HeardLine]:
+        """Each line played to the callee, with simulated start and end (None while playing)."""
+        call = self.calls.get(call_control_id or "")
+        return [attrs.evolve(line) for line in call.played] if call else []
+
+    def ended_at(self, call_control_id: str | None) -> float | None:
+        """Simulated time the line went dead; None while it is up."""
+        call = self.calls.get(call_control_id or "")
+        return call.ended_at if call else None
+
+    async def caller_hangs_up(self, call_control_id: str | None) -> None:
+        """The person on the line (callee of an outbound call, caller of an inbound one)
+        puts the phone down now, whatever is playing."""
+        call = self.calls.get(call_control_id or "")
+        if call is None or call.status == "ended":
+            return
+        if call.status == "ringing":
+            self._end(call, "originator_cancel", source=self._person(call), sip_cause="487")
+        else:
+            self._end(call, "normal_clearing", source=self._person(call), sip_cause="200")
 
     async def ring_inbound(self, from_number: str | None, to_number: str | None) -> str:
         """A caller rings the connection's number; returns the new call's control id."""
@@ -240,7 +342,7 @@ class TelnyxSimulator:
             to_number=to_number,
             webhook_url=self.connection_webhook_url,
             connection_id="sim-connection",
-            start_time=_now_iso(),
+            start_time=_iso(self.clock.now()),
         )
         self.calls[call.call_control_id] = call
         self._emit(call, "call.initiated", {"state": "parked"})
@@ -261,7 +363,7 @@ class TelnyxSimulator:
 
     def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         """The headers Telnyx sends with ``body``."""
-        stamp = str(int(self.clock()) if timestamp is None else timestamp)
+        stamp = str(int(self.clock.now()) if timestamp is None else timestamp)
         signature = self.signing_key.sign(stamp.encode("ascii") + b"|" + body).signature
         return {
             "content-type": "application/json",
@@ -271,11 +373,10 @@ class TelnyxSimulator:
         }
 
     async def idle(self, timeout_s: float = 5.0) -> None:
-        """Wait until every queued webhook was delivered and no timer is pending."""
+        """Wait (``timeout_s`` wall seconds at most) until every webhook was delivered and no
+        timer is pending."""
         deadline = time.monotonic() + timeout_s
-        while self._undelivered or any(
-            not t.done() and t.get_name() != "telnyx-sim-worker" for t in self._background.tasks
-        ):
+        while self._undelivered or any(not t.done() for t in self._background.tasks):
             if time.monotonic() > deadline:
                 raise TimeoutError("the simulated carrier did not settle")
             await asyncio.sleep(0.01)
@@ -289,7 +390,6 @@ class TelnyxSimulator:
 
     async def aclose(self) -> None:
         await self._background.aclose()
-        self._queues.clear()
 
     # ------------------------------------------------------------------ ASGI
 
@@ -390,7 +490,7 @@ class TelnyxSimulator:
             else (self.connection_webhook_url),
             connection_id=body["connection_id"],
             client_state=client_state,
-            start_time=_now_iso(),
+            start_time=_iso(self.clock.now()),
             timeout_secs=timeout,
         )
         if isinstance(command_id, str) and command_id:
@@ -402,7 +502,7 @@ class TelnyxSimulator:
         return {"data": self._call_record(call)}
 
     async def _ring(self, call: SimCall) -> None:
-        await asyncio.sleep(self.answer_delay_s)
+        await self.clock.sleep(self.answer_delay_s)
         if call.status != "ringing":
             return
         unanswered = OUTCOMES[self.outcome]
@@ -448,8 +548,8 @@ class TelnyxSimulator:
         client_state = body.get("client_state")
         if client_state is not None:
             _check_base64(client_state, "client_state")
-            # "Use this field to add state to every subsequent webhook" - including the
-            # ones this very command causes.
+            # "Use this field to add state to every subsequent webhook": it replaces the
+            # call's state, on the webhooks of every later command too, not just this one's.
             call.client_state = client_state
         handler(self, call, body)
         if isinstance(command_id, str) and command_id:
@@ -478,28 +578,35 @@ class TelnyxSimulator:
 
     def _speak(self, call: SimCall, body: dict[str, Any]) -> None:
         self._require_live(call)
-        text, voice = body.get("payload"), body.get("voice")
+        text, voice, stop = body.get("payload"), body.get("voice"), body.get("stop")
         if not isinstance(text, str) or not text:
             raise _HttpError(422, _BAD_REQUEST, "payload is required")
         if not isinstance(voice, str) or not voice:
             raise _HttpError(422, _BAD_REQUEST, "voice is required")
-        call.heard.append(text)
-        self._emit(call, "call.speak.started", {})
-        self._emit(call, "call.speak.ended", {"status": "completed"})
+        if stop is not None and stop not in ("current", "all"):
+            raise _HttpError(422, _BAD_REQUEST, 'stop must be "current" or "all"')
+        if stop == "all":
+            call.queue.clear()
+        if stop is not None:
+            self._cut_playing(call)
+        # Consecutive speaks wait in a queue; playback starts on a later tick, never inside
+        # the REST request (and after this command's client_state took effect).
+        call.queue.append(_Speak(text))
+        if call.playing is None:
+            self._background.spawn(self._start_next(call))
 
     def _transcription_start(self, call: SimCall, body: dict[str, Any]) -> None:
         self._require_live(call)
         call.transcribing = True
-        if not call.reply_pending:
-            call.reply_pending = True
-            self._background.spawn(self._callee_turn(call))
+        if not call.speaking:
+            self._callee_may_answer(call)
 
     def _transcription_stop(self, call: SimCall, body: dict[str, Any]) -> None:
         call.transcribing = False
 
     def _hangup(self, call: SimCall, body: dict[str, Any]) -> None:
         call.hangups += 1
-        # Whoever placed the leg is its caller; here that is us on outbound calls.
+        # Whoever placed the leg is its caller; that is us on outbound calls.
         source = "caller" if call.direction == "outgoing" else "callee"
         cause = "normal_clearing" if call.status == "live" else "originator_cancel"
         self._end(call, cause, source=source, sip_cause="200" if call.status == "live" else "487")
@@ -518,31 +625,96 @@ class TelnyxSimulator:
         if call.status != "live":
             raise _HttpError(422, _BAD_REQUEST, "the call has not been answered")
 
+    # ------------------------------------------------------------------ speech
+
+    async def _start_next(self, call: SimCall) -> None:
+        if call.status != "live" or call.playing is not None or not call.queue:
+            return
+        speak = call.queue.pop(0)
+        speak.line = HeardLine(text=speak.text, started_at=self.clock.now())
+        call.played.append(speak.line)
+        call.playing = speak
+        self._emit(call, "call.speak.started", {})
+        speak.timer = asyncio.current_task()
+        try:
+            await self.clock.sleep(speech_seconds(speak.text, self.chars_per_sec))
+        except asyncio.CancelledError:
+            return  # cut: whoever cancelled recorded it
+        if call.playing is not speak or call.status != "live":
+            return
+        speak.timer = None
+        speak.line.ended_at = self.clock.now()
+        speak.line.whole = True
+        call.playing = None
+        self._emit(call, "call.speak.ended", {"status": "completed"})
+        if call.queue:
+            self._background.spawn(self._start_next(call))
+        elif call.transcribing:
+            self._callee_may_answer(call)
+
+    def _cut_playing(self, call: SimCall, status: str = "completed") -> None:
+        speak = call.playing
+        if speak is None:
+            return
+        call.playing = None
+        if speak.line is not None:
+            speak.line.ended_at = self.clock.now()
+            speak.line.whole = False
+        if speak.timer is not None and speak.timer is not asyncio.current_task():
+            speak.timer.cancel()
+        self._emit(call, "call.speak.ended", {"status": status})
+        if status == "completed" and call.queue:
+            self._background.spawn(self._start_next(call))
+
     # ------------------------------------------------------------------ the callee
 
+    def _callee_may_answer(self, call: SimCall) -> None:
+        if not call.reply_pending:
+            call.reply_pending = True
+            self._background.spawn(self._callee_turn(call))
+
     async def _callee_turn(self, call: SimCall) -> None:
-        await asyncio.sleep(self.reply_delay_s)
+        await self.clock.sleep(self.reply_delay_s)
         call.reply_pending = False
-        # Speech while nobody transcribes is lost to us; the callee says it again next turn.
-        if call.status != "live" or not call.transcribing:
+        # The callee answers once the bot has stopped talking; speech while nobody
+        # transcribes is lost to us, and the callee says it again next turn.
+        if call.status != "live" or not call.transcribing or call.speaking:
             return
         if call.replies_used >= len(self.replies):
-            source = "callee" if call.direction == "outgoing" else "caller"
-            self._end(call, "normal_clearing", source=source, sip_cause="200")
+            self._end(call, "normal_clearing", source=self._person(call), sip_cause="200")
             return
         line = self.replies[call.replies_used]
         call.replies_used += 1
         self._emit(
             call,
             "call.transcription",
-            {"transcription_data": {"transcript": line, "is_final": True, "confidence": 0.97}},
+            {
+                "transcription_data": {
+                    "transcript": line,
+                    "is_final": True,
+                    "confidence": 0.97,
+                    "transcription_track": "inbound",
+                }
+            },
         )
 
+    @staticmethod
+    def _person(call: SimCall) -> str:
+        """The ``hangup_source`` of the person on the line: a leg's caller placed it."""
+        return "callee" if call.direction == "outgoing" else "caller"
+
     def _end(self, call: SimCall, cause: str, *, source: str, sip_cause: str) -> None:
+        # The line goes dead now: what plays is cut where the callee stopped hearing it, and
+        # the queued speaks are never played.
+        self._cut_playing(call, status="call_hangup")
+        call.queue.clear()
+        now = self.clock.now()
         call.status = "ended"
         call.transcribing = False
         call.hangup_cause = cause
-        call.end_time = _now_iso()
+        call.hangup_source = source
+        call.ended_at = now
+        call.end_time = _iso(now)
         self._emit(
             call,
             "call.hangup",
@@ -568,6 +740,7 @@ class TelnyxSimulator:
             "to": call.to_number,
             "direction": call.direction,
         }
+        # The call's state as the latest command left it, whichever command this is about.
         if call.client_state is not None:
             payload["client_state"] = call.client_state
         payload.update(extra)
@@ -575,33 +748,27 @@ class TelnyxSimulator:
             "record_type": "event",
             "event_type": event_type,
             "id": str(uuid.uuid4()),
-            "occurred_at": _now_iso(),
+            "occurred_at": _iso(self.clock.now()),
             "payload": payload,
         }
-        queue = self._queues.get(call.call_control_id)
-        if queue is None:
-            queue = self._queues[call.call_control_id] = asyncio.Queue()
-            self._background.spawn(self._deliver_in_order(queue), name="telnyx-sim-worker")
         # The URL is read now: a webhook_url given later applies to later events only.
         self._undelivered += 1
-        queue.put_nowait((call.webhook_url, data))
+        self._background.spawn(self._deliver_later(call.webhook_url, data))
 
-    async def _deliver_in_order(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
-        # One worker per call: Telnyx delivers a call's webhooks one after another, and
-        # never from inside the REST request that caused them.
-        while True:
-            url, data = await queue.get()
-            try:
-                await self._deliver(url, data)
-            finally:
-                self._undelivered -= 1
-                queue.task_done()
+    async def _deliver_later(self, url: str, data: dict[str, Any]) -> None:
+        # Each webhook travels on its own, after its own delay: "often, though not always"
+        # in the order they were emitted.
+        try:
+            await self.clock.sleep(self._random.uniform(0.0, self.delivery_jitter_s))
+            await self._deliver(url, data)
+        finally:
+            self._undelivered -= 1
 
     async def _deliver(self, url: str, data: dict[str, Any]) -> None:
         delays = (0.0, *self.retry_delays_s)
         for attempt, delay in enumerate(delays, start=1):
             if delay:
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
             body = json.dumps(
                 {"data": data, "meta": {"attempt": attempt, "delivered_to": url}}
             ).encode()
@@ -643,6 +810,12 @@ class TelnyxSimulator:
                 raise _HttpError(422, _BAD_REQUEST, "to must be a string")
             pid = await self.ring_inbound(from_number, to_number)
             return 200, {"callControlId": pid}
+        if path == "/_sim/hangup" and method == "POST":
+            target = document.get("callControlId")
+            if not isinstance(target, str) or target not in self.calls:
+                raise _HttpError(404, _NOT_FOUND, "no such callControlId")
+            await self.caller_hangs_up(target)
+            return 200, self.calls[target].to_json()
         if path == "/_sim/unavailable" and method == "POST":
             self.unavailable = bool(document.get("unavailable", True))
             return 200, {"unavailable": self.unavailable}
@@ -679,7 +852,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--api-key", default=None, help="require this Bearer key on REST")
     parser.add_argument("--answer-delay-ms", type=int, default=100)
-    parser.add_argument("--reply-delay-ms", type=int, default=100)
+    parser.add_argument("--reply-delay-ms", type=int, default=300)
+    parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated seconds per wall second (webhooks are signed in simulated time)",
+    )
     args = parser.parse_args(argv)
     key: SigningKey | str = args.signing_key or SigningKey.generate()
     simulator = TelnyxSimulator(
@@ -691,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         replies=args.replies,
         answer_delay_s=args.answer_delay_ms / 1000,
         reply_delay_s=args.reply_delay_ms / 1000,
+        clock=ScaledClock(args.speed),
+        chars_per_sec=args.chars_per_sec,
     )
     print(f"telnyx sim: public key {simulator.public_key_b64}", flush=True)
     uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
