@@ -4,8 +4,9 @@ reads Twilio's webhooks and answers them."""
 from __future__ import annotations
 
 import base64
+import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -23,13 +24,17 @@ from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
 from voicecall.domain.events import (
     CallAnswered,
     CallEnded,
+    CallEvent,
     CallInitiated,
     CallRinging,
     CallSilence,
     CallSpeech,
+    SpeechPlayed,
+    SpeechStarted,
 )
 from voicecall.domain.ports import CarrierStatusKind, DialRequest
 from voicecall.domain.signed_url import UrlTrustSettings
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.domain.webhook import WebhookRequest
 from voicecall.testing.clock import FakeClock
 
@@ -42,8 +47,28 @@ CALL_SID = "CA" + "b" * 32
 CALL_ID = "call-1"
 
 
+class Sink:
+    """Collects the events the adapter delivers outside webhooks (speech.started)."""
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+
+    async def __call__(self, events: Sequence[CallEvent]) -> None:
+        self.events.extend(events)
+
+
 @pytest.fixture
-async def adapter() -> AsyncIterator[TwilioTelephony]:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+async def adapter(clock: FakeClock, sink: Sink) -> AsyncIterator[TwilioTelephony]:
     http = httpx.AsyncClient()
     telephony = TwilioTelephony(
         account_sid=SID,
@@ -51,9 +76,10 @@ async def adapter() -> AsyncIterator[TwilioTelephony]:
         api_base_url=BASE,
         public_url=PUBLIC,
         verifier=TwilioSignatureVerifier(TOKEN, UrlTrustSettings(public_url=PUBLIC)),
-        clock=FakeClock(),
+        clock=clock,
         http=http,
     )
+    telephony.bind(sink)
     yield telephony
     await telephony.aclose()
     await http.aclose()
@@ -162,59 +188,6 @@ async def test_dial_failures_are_translated(
         await adapter.dial(
             DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.NOTIFY, "hi", 30)
         )
-
-
-@respx.mock
-async def test_speak_outside_a_webhook_updates_the_live_call(adapter: TwilioTelephony) -> None:
-    route = respx.post(f"{CALLS}/{CALL_SID}.json").respond(200, json={"sid": CALL_SID})
-    await adapter.speak(a_call(), "Hello & welcome", "alloy")
-    request = route.calls.last.request
-    assert basic(request) == f"{SID}:{TOKEN}"
-    root = twiml_of(request)
-    assert [verb.tag for verb in root] == ["Say", "Redirect"]
-    assert root[0].text == "Hello & welcome" and root[0].get("voice") == "Polly.Joanna"
-    # The redirect comes straight back so the next verbs need not cut the words off.
-    assert query_of(root[1].text or "")["hook"] == "wait"
-    assert root[1].get("method") == "POST"
-
-
-@respx.mock
-async def test_listen_outside_a_webhook_gathers_speech(adapter: TwilioTelephony) -> None:
-    route = respx.post(f"{CALLS}/{CALL_SID}.json").respond(200, json={"sid": CALL_SID})
-    await adapter.listen(a_call())
-    [gather] = list(twiml_of(route.calls.last.request))
-    assert gather.tag == "Gather"
-    assert gather.get("input") == "speech"
-    assert gather.get("speechTimeout") == "auto"
-    assert gather.get("actionOnEmptyResult") == "true"
-    action = query_of(gather.get("action") or "")
-    assert action["callId"] == CALL_ID and action["hook"] == "gather" and action["turn"]
-    # Listening again while Twilio already gathers sends nothing.
-    await adapter.listen(a_call())
-    assert route.call_count == 1
-
-
-@respx.mock
-async def test_verbs_before_the_answer_fetch_wait_for_it(adapter: TwilioTelephony) -> None:
-    respx.post(f"{CALLS}.json").respond(201, json={"sid": CALL_SID})
-    update = respx.post(f"{CALLS}/{CALL_SID}.json")
-    await adapter.dial(
-        DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.NOTIFY, "x", 30)
-    )
-    # The "answered" status callback came first; the service speaks from inside it.
-    status = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="status")
-    assert await adapter.parse_webhook(status) == [
-        CallAnswered(
-            call_id=CALL_ID, provider_call_id=CALL_SID, dedupe_key=f"twilio:{CALL_SID}:answered"
-        )
-    ]
-    await adapter.speak(a_call(CallState.SPEAKING), "The build is green.", None)
-    assert adapter.webhook_response(status, []).body.endswith(b"<Response />")
-    assert update.call_count == 0
-    fetch = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
-    await adapter.parse_webhook(fetch)
-    root = ET.fromstring(adapter.webhook_response(fetch, [a_call()]).body)
-    assert (root[0].tag, root[0].text) == ("Say", "The build is green.")
 
 
 @respx.mock
@@ -344,7 +317,8 @@ async def test_status_callbacks_become_progress_events(
 @pytest.mark.parametrize(
     ("twilio_status", "reason"),
     [
-        ("completed", CallState.COMPLETED),
+        # Twilio does not say who hung up: a call we did not end was ended by the caller.
+        ("completed", CallState.HANGUP_USER),
         ("busy", CallState.BUSY),
         ("failed", CallState.FAILED),
         ("no-answer", CallState.NO_ANSWER),
@@ -361,92 +335,11 @@ async def test_final_status_callbacks_end_the_call(
     assert event.key() == f"twilio:{CALL_SID}:ended"
 
 
-async def test_inbound_voice_request_creates_and_answers(adapter: TwilioTelephony) -> None:
-    request = webhook(fields(CallStatus="ringing", Direction="inbound", From="+15551230001"))
-    initiated, answered = await adapter.parse_webhook(request)
-    assert isinstance(initiated, CallInitiated)
-    assert initiated.direction is CallDirection.INBOUND
-    assert (initiated.from_number, initiated.to_number) == ("+15551230001", "+15550100000")
-    assert initiated.provider_call_id == CALL_SID and initiated.call_id is None
-    assert isinstance(answered, CallAnswered) and answered.provider_call_id == CALL_SID
-    # The service answers, greets and listens while the webhook is being handled.
-    inbound = a_call(CallState.ANSWERED)
-    await adapter.answer(inbound)
-    await adapter.speak(inbound, "Hello!", "nova")
-    await adapter.listen(inbound)
-    answer = adapter.webhook_response(request, [inbound])
-    assert answer.content_type == "text/xml"
-    root = ET.fromstring(answer.body)
-    assert [verb.tag for verb in root] == ["Say", "Gather"]
-    assert root[0].get("voice") == "Polly.Salli"
-    assert query_of(root[1].get("action") or "")["callId"] == CALL_ID
-
-
-async def test_rejected_inbound_call_gets_reject(adapter: TwilioTelephony) -> None:
-    request = webhook(fields(CallStatus="ringing", Direction="inbound", From="anonymous"))
-    await adapter.parse_webhook(request)
-    await adapter.reject(a_call(CallState.RINGING))
-    root = ET.fromstring(adapter.webhook_response(request, []).body)
-    assert [(verb.tag, verb.get("reason")) for verb in root] == [("Reject", "rejected")]
-
-
-async def test_notify_words_then_the_call_is_kept_open(adapter: TwilioTelephony) -> None:
-    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
-    [event] = await adapter.parse_webhook(request)
-    assert event == CallAnswered(
-        call_id=CALL_ID, provider_call_id=CALL_SID, dedupe_key=f"twilio:{CALL_SID}:answered"
-    )
-    await adapter.speak(a_call(CallState.SPEAKING), "Your order shipped.", None)
-    root = ET.fromstring(adapter.webhook_response(request, [a_call(CallState.SPEAKING)]).body)
-    assert [verb.tag for verb in root] == ["Say", "Redirect"]
-    # Nothing to say: the wait fetch parks the call in a pause, then comes back.
-    wait = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="wait", n="1")
-    assert await adapter.parse_webhook(wait) == []
-    root = ET.fromstring(adapter.webhook_response(wait, []).body)
-    assert [verb.tag for verb in root] == ["Pause", "Redirect"]
-    assert int(root[0].get("length") or 0) >= 10
-
-
 async def test_an_ended_call_is_hung_up_in_the_answer(adapter: TwilioTelephony) -> None:
     request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="wait", n="2")
     await adapter.parse_webhook(request)
     root = ET.fromstring(adapter.webhook_response(request, [a_call(CallState.TIMEOUT)]).body)
     assert [verb.tag for verb in root] == ["Hangup"]
-
-
-async def test_gather_result_is_final_speech_with_a_per_turn_key(adapter: TwilioTelephony) -> None:
-    request = webhook(
-        fields(CallStatus="in-progress", SpeechResult="Noon works.", Confidence="0.87"),
-        callId=CALL_ID,
-        hook="gather",
-        turn="t1",
-    )
-    [event] = await adapter.parse_webhook(request)
-    assert event == CallSpeech(
-        call_id=CALL_ID,
-        provider_call_id=CALL_SID,
-        transcript="Noon works.",
-        is_final=True,
-        confidence=0.87,
-        dedupe_key=f"twilio:{CALL_SID}:speech:t1",
-    )
-    # A Twilio retry of the same request carries the same key; the next turn another.
-    assert (await adapter.parse_webhook(request))[0].key() == event.key()
-    later = webhook(
-        fields(CallStatus="in-progress", SpeechResult="Noon works."),
-        callId=CALL_ID,
-        hook="gather",
-        turn="t2",
-    )
-    assert (await adapter.parse_webhook(later))[0].key() != event.key()
-
-
-async def test_empty_gather_is_silence_and_listening_goes_on(adapter: TwilioTelephony) -> None:
-    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="gather", turn="t3")
-    [event] = await adapter.parse_webhook(request)
-    assert isinstance(event, CallSilence)
-    root = ET.fromstring(adapter.webhook_response(request, [a_call()]).body)
-    assert [verb.tag for verb in root] == ["Gather"]
 
 
 @pytest.mark.parametrize(
@@ -473,27 +366,282 @@ async def test_unknown_call_status_is_ignored(adapter: TwilioTelephony) -> None:
     assert await adapter.parse_webhook(request) == []
 
 
+# --------------------------------------------------------------------------------------------
+# Speech: the TwiML documents, one per turn (documents.py), and when a live update is used
+# --------------------------------------------------------------------------------------------
+
+XML = '<?xml version="1.0" encoding="UTF-8"?>'
+HOOK = "https://voice.example.com/voice/webhook?callId=call-1&amp;"
+GATHER = 'actionOnEmptyResult="true" input="speech" method="POST" speechTimeout="auto"'
+
+
+def masked(body: bytes | str) -> str:
+    """The TwiML with the per-document tokens (turn, n) replaced by ``T``."""
+    text = body.decode() if isinstance(body, bytes) else body
+    return re.sub(r"(turn|n)=[0-9a-f]{12}", r"\1=T", text)
+
+
+def line(uid: str, text: str, voice: str | None = None) -> SpokenLine:
+    return SpokenLine(uid, text, voice)
+
+
+def prompt(uid: str, text: str) -> Playback:
+    return Playback(lines=(line(uid, text),), then=AfterSpeech.LISTEN)
+
+
+async def fetch(
+    adapter: TwilioTelephony, call: Call | None = None, **query: str
+) -> tuple[list[CallEvent], str]:
+    """Twilio requests TwiML with ``query``; returns the events and the masked answer."""
+    extra = {k: v for k, v in query.items() if k in ("SpeechResult", "Confidence")}
+    query = {"callId": CALL_ID} | {k: v for k, v in query.items() if k not in extra}
+    request = webhook(fields(CallStatus="in-progress", **extra), **query)
+    events = list(await adapter.parse_webhook(request))
+    answer = adapter.webhook_response(request, [call or a_call()])
+    assert answer.content_type == "text/xml"
+    return events, masked(answer.body)
+
+
+async def started(clock: FakeClock, sink: Sink) -> list[str]:
+    await clock.advance(0)
+    return [e.utterance_id for e in sink.events if isinstance(e, SpeechStarted)]
+
+
+async def test_a_prompt_is_said_inside_the_gather_and_nothing_follows(
+    adapter: TwilioTelephony, clock: FakeClock, sink: Sink
+) -> None:
+    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(request)
+    # The service answers the webhook it is handling: the prompt goes into its answer.
+    await adapter.play(a_call(CallState.SPEAKING), prompt("u1", "Can you talk?"), reply_to=request)
+    body = masked(adapter.webhook_response(request, [a_call()]).body)
+    assert body == (
+        f"{XML}<Response>"
+        f'<Gather action="{HOOK}hook=gather&amp;u=u1&amp;turn=T" {GATHER}>'
+        "<Say>Can you talk?</Say></Gather></Response>"
+    )
+    assert await started(clock, sink) == ["u1"]
+    # The caller's answer names the prompt it went with and reports the prompt played.
+    events, answer = await fetch(
+        adapter, hook="gather", u="u1", turn="t1", SpeechResult="Yes.", Confidence="0.9"
+    )
+    assert events == [
+        SpeechPlayed(
+            call_id=CALL_ID,
+            provider_call_id=CALL_SID,
+            utterance_id="u1",
+            dedupe_key=f"twilio:{CALL_SID}:played:u1",
+        ),
+        CallSpeech(
+            call_id=CALL_ID,
+            provider_call_id=CALL_SID,
+            transcript="Yes.",
+            is_final=True,
+            confidence=0.9,
+            heard_after="u1",
+            dedupe_key=f"twilio:{CALL_SID}:speech:t1",
+        ),
+    ]
+    # The listen is answered and the bot has nothing to say: the call is parked.
+    assert answer == (
+        f'{XML}<Response><Pause length="30" />'
+        f'<Redirect method="POST">{HOOK}hook=wait&amp;n=T</Redirect></Response>'
+    )
+
+
+async def test_silence_in_the_gather_listens_again_after_the_same_line(
+    adapter: TwilioTelephony,
+) -> None:
+    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(request)
+    await adapter.play(a_call(), prompt("u1", "Hello?"), reply_to=request)
+    adapter.webhook_response(request, [a_call()])
+    events, answer = await fetch(adapter, hook="gather", u="u1", turn="t2")
+    assert isinstance(events[1], CallSilence)
+    assert answer == (
+        f'{XML}<Response><Gather action="{HOOK}hook=gather&amp;u=u1&amp;turn=T" {GATHER} />'
+        "</Response>"
+    )
+
+
+async def test_notify_says_the_message_then_holds_and_hangs_up(
+    adapter: TwilioTelephony, clock: FakeClock, sink: Sink
+) -> None:
+    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(request)
+    notify = Playback(
+        lines=(line("m1", "Your order shipped.", "alloy"),),
+        then=AfterSpeech.HANGUP,
+        hangup_after_s=2.0,
+    )
+    await adapter.play(a_call(CallState.SPEAKING), notify, reply_to=request)
+    body = masked(adapter.webhook_response(request, [a_call()]).body)
+    assert body == (
+        f'{XML}<Response><Say voice="Polly.Joanna">Your order shipped.</Say>'
+        f'<Redirect method="POST">{HOOK}hook=wait&amp;u=m1&amp;n=T</Redirect></Response>'
+    )
+    assert await started(clock, sink) == ["m1"]
+    # The Redirect's fetch comes once the Say was said: the message was played.
+    events, answer = await fetch(adapter, hook="wait", u="m1", n="1")
+    assert events == [
+        SpeechPlayed(
+            call_id=CALL_ID,
+            provider_call_id=CALL_SID,
+            utterance_id="m1",
+            dedupe_key=f"twilio:{CALL_SID}:played:m1",
+        )
+    ]
+    assert answer == f'{XML}<Response><Pause length="2" /><Hangup /></Response>'
+    # That hang-up was ours: Twilio's "completed" is then not the callee's.
+    status = webhook(fields(CallStatus="completed"), callId=CALL_ID, hook="status")
+    [ended] = await adapter.parse_webhook(status)
+    assert isinstance(ended, CallEnded) and ended.reason is CallState.COMPLETED
+
+
+@respx.mock
+async def test_a_line_asked_for_while_another_plays_joins_the_next_fetch(
+    adapter: TwilioTelephony, clock: FakeClock, sink: Sink
+) -> None:
+    update = respx.post(f"{CALLS}/{CALL_SID}.json").respond(200, json={"sid": CALL_SID})
+    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(request)
+    await adapter.play(a_call(), Playback(lines=(line("u1", "First line."),)), reply_to=request)
+    adapter.webhook_response(request, [a_call()])
+    # Twilio is saying "First line." now: a live update would cut it, so none is made.
+    await adapter.play(a_call(), prompt("u2", "Second line?"))
+    assert update.call_count == 0
+    assert await started(clock, sink) == ["u1"]
+    events, answer = await fetch(adapter, hook="wait", u="u1", n="1")
+    assert [e.utterance_id for e in events if isinstance(e, SpeechPlayed)] == ["u1"]
+    assert answer == (
+        f'{XML}<Response><Gather action="{HOOK}hook=gather&amp;u=u2&amp;turn=T" {GATHER}>'
+        "<Say>Second line?</Say></Gather></Response>"
+    )
+    assert await started(clock, sink) == ["u1", "u2"]
+
+
+async def test_one_new_line_per_document(adapter: TwilioTelephony) -> None:
+    request = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(request)
+    two = Playback(lines=(line("u1", "One."), line("u2", "Two?")), then=AfterSpeech.LISTEN)
+    await adapter.play(a_call(), two, reply_to=request)
+    first = masked(adapter.webhook_response(request, [a_call()]).body)
+    assert first == (
+        f'{XML}<Response><Say>One.</Say><Redirect method="POST">'
+        f"{HOOK}hook=wait&amp;u=u1&amp;n=T</Redirect></Response>"
+    )
+    _, second = await fetch(adapter, hook="wait", u="u1", n="1")
+    assert "<Say>Two?</Say></Gather>" in second and "u=u2" in second
+
+
+@respx.mock
+async def test_a_live_update_is_used_only_when_nothing_plays(
+    adapter: TwilioTelephony, clock: FakeClock, sink: Sink
+) -> None:
+    update = respx.post(f"{CALLS}/{CALL_SID}.json").respond(200, json={"sid": CALL_SID})
+    # The call is parked: nothing is being said.
+    _, parked = await fetch(adapter, hook="wait", n="1")
+    assert "<Pause" in parked
+    await adapter.play(a_call(), prompt("u3", "Lunch at noon?"))
+    assert update.call_count == 1
+    request = update.calls.last.request
+    assert basic(request) == f"{SID}:{TOKEN}"
+    assert masked(form_of(request)["Twiml"][0]) == (
+        f'{XML}<Response><Gather action="{HOOK}hook=gather&amp;u=u3&amp;turn=T" {GATHER}>'
+        "<Say>Lunch at noon?</Say></Gather></Response>"
+    )
+    assert await started(clock, sink) == ["u3"]
+    # Now Twilio says it: the next line waits for the Gather's action.
+    await adapter.play(a_call(), prompt("u4", "Or one?"))
+    assert update.call_count == 1
+    _, answer = await fetch(adapter, hook="gather", u="u3", turn="t", SpeechResult="Sure.")
+    assert "<Say>Or one?</Say></Gather>" in answer
+
+
 @respx.mock
 async def test_twilio_coming_back_before_the_update_answer_is_not_missed(
     adapter: TwilioTelephony,
 ) -> None:
-    """Twilio may run an update's TwiML, reach its <Redirect> and fetch from us before the
-    update's REST answer arrives. That fetch parks the call; a verb asked for afterwards must
-    go out at once, not wait for a fetch that comes only after the long <Pause>."""
-    answers: list[ET.Element] = []
+    """Twilio may run an update's TwiML and fetch from us before the update's REST answer
+    arrives; the state is recorded before the request, so that fetch is answered right."""
+    answers: list[str] = []
 
     async def update_then_fetch_first(request: httpx.Request) -> httpx.Response:
-        if [verb.tag for verb in twiml_of(request)] == ["Say", "Redirect"]:
-            redirect = twiml_of(request)[1].text or ""
-            wait = webhook(fields(CallStatus="in-progress"), **query_of(redirect))
-            await adapter.parse_webhook(wait)
-            answered = adapter.webhook_response(wait, [a_call()])
-            answers.append(ET.fromstring(answered.body))
+        document = twiml_of(request)
+        if [verb.tag for verb in document] == ["Say", "Redirect"]:
+            _, answer = await fetch(adapter, **query_of(document[1].text or ""))
+            answers.append(answer)
         return httpx.Response(200, json={"sid": CALL_SID})
 
     update = respx.post(f"{CALLS}/{CALL_SID}.json").mock(side_effect=update_then_fetch_first)
-    await adapter.speak(a_call(), "Here is my answer.", None)
-    assert [verb.tag for verb in answers[0]] == ["Pause", "Redirect"]  # parked
-    await adapter.listen(a_call())
-    assert update.call_count == 2
-    assert [verb.tag for verb in twiml_of(update.calls.last.request)] == ["Gather"]
+    await fetch(adapter, hook="wait", n="0")  # parked
+    await adapter.play(a_call(), Playback(lines=(line("u1", "Here is my answer."),)))
+    assert update.call_count == 1
+    assert "<Pause" in answers[0]  # played, nothing more to say: parked again
+    await adapter.play(a_call(), prompt("u2", "Anything else?"))
+    assert update.call_count == 2  # parked, so the update goes out at once
+
+
+@respx.mock
+async def test_a_failed_update_drops_the_lines_and_says_so(adapter: TwilioTelephony) -> None:
+    respx.post(f"{CALLS}/{CALL_SID}.json").respond(
+        400, json={"code": 21220, "message": "not in-progress", "status": 400}
+    )
+    await fetch(adapter, hook="wait", n="0")
+    with pytest.raises(CarrierRejected):
+        await adapter.play(a_call(), prompt("u1", "Hello?"))
+    # The failed line is not said later either.
+    _, answer = await fetch(adapter, hook="wait", n="1")
+    assert "Hello?" not in answer
+
+
+@respx.mock
+async def test_a_hangup_we_asked_for_ends_completed(adapter: TwilioTelephony) -> None:
+    respx.post(f"{CALLS}/{CALL_SID}.json").respond(200, json={"sid": CALL_SID})
+    await adapter.hangup(a_call())
+    status = webhook(fields(CallStatus="completed"), callId=CALL_ID, hook="status")
+    [ended] = await adapter.parse_webhook(status)
+    assert isinstance(ended, CallEnded) and ended.reason is CallState.COMPLETED
+
+
+async def test_inbound_is_greeted_in_the_voice_answer(
+    adapter: TwilioTelephony, clock: FakeClock, sink: Sink
+) -> None:
+    request = webhook(fields(CallStatus="ringing", Direction="inbound", From="+15551230001"))
+    initiated, answered = await adapter.parse_webhook(request)
+    assert isinstance(initiated, CallInitiated)
+    assert initiated.direction is CallDirection.INBOUND
+    assert (initiated.from_number, initiated.to_number) == ("+15551230001", "+15550100000")
+    assert initiated.provider_call_id == CALL_SID and initiated.call_id is None
+    assert isinstance(answered, CallAnswered) and answered.provider_call_id == CALL_SID
+    inbound = a_call(CallState.ANSWERED)
+    await adapter.answer(inbound, reply_to=request)
+    greeting = Playback(lines=(line("g1", "Hello!", "nova"),), then=AfterSpeech.LISTEN)
+    await adapter.play(inbound, greeting, reply_to=request)
+    body = masked(adapter.webhook_response(request, [inbound]).body)
+    assert body == (
+        f'{XML}<Response><Gather action="{HOOK}hook=gather&amp;u=g1&amp;turn=T" {GATHER}>'
+        '<Say voice="Polly.Salli">Hello!</Say></Gather></Response>'
+    )
+    assert await started(clock, sink) == ["g1"]
+
+
+async def test_rejected_inbound_call_gets_reject(adapter: TwilioTelephony) -> None:
+    request = webhook(fields(CallStatus="ringing", Direction="inbound", From="anonymous"))
+    await adapter.parse_webhook(request)
+    await adapter.reject(a_call(CallState.RINGING), reply_to=request)
+    root = ET.fromstring(adapter.webhook_response(request, []).body)
+    assert [(verb.tag, verb.get("reason")) for verb in root] == [("Reject", "rejected")]
+
+
+async def test_status_callbacks_get_the_empty_answer_and_carry_no_verbs(
+    adapter: TwilioTelephony,
+) -> None:
+    # The "answered" status callback may come before the answer fetch (it travels apart):
+    # its answer cannot carry verbs, so the opening line waits for the fetch.
+    status = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="status")
+    await adapter.parse_webhook(status)
+    await adapter.play(a_call(CallState.SPEAKING), prompt("u1", "Hi."), reply_to=status)
+    assert adapter.webhook_response(status, []).body.endswith(b"<Response />")
+    _, answer = await fetch(adapter, hook="answer")
+    assert "<Say>Hi.</Say></Gather>" in answer
