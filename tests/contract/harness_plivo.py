@@ -17,6 +17,7 @@ from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
 from voicecall.testing.plivo_sim import PlivoSimulator, sign_v3
+from voicecall.testing.simtime import HeardLine, ScaledClock
 
 from .conftest import REPLIES
 
@@ -46,6 +47,8 @@ class Harness:
     def build(
         self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
     ) -> PlivoTelephony:
+        assert isinstance(clock, ScaledClock), "the contract suite runs on a ScaledClock"
+        # Delays in simulated seconds: the suite's clock runs them SPEED times faster.
         self.sim = PlivoSimulator(
             auth_id=AUTH_ID,
             auth_token=AUTH_TOKEN,
@@ -53,8 +56,10 @@ class Harness:
             webhook_url=PUBLIC_URL,
             outcome=outcome,
             replies=REPLIES,
-            answer_delay_s=0.02,
-            reply_delay_s=0.15,
+            clock=clock,
+            answer_delay_s=0.3,
+            reply_delay_s=0.5,
+            callback_delay_s=0.3,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         self.adapter = PlivoTelephony.from_config(config, clock, self.rest)
@@ -66,6 +71,15 @@ class Harness:
 
     def heard(self, call: Call) -> list[str]:
         return self._sim().heard(call.provider_call_id)
+
+    def played(self, call: Call) -> list[HeardLine]:
+        return self._sim().played(call.provider_call_id)
+
+    def line_dead_at(self, call: Call) -> float | None:
+        return self._sim().ended_at(call.provider_call_id)
+
+    async def caller_hangs_up(self, call: Call) -> None:
+        await self._sim().caller_hangs_up(call.provider_call_id)
 
     async def ring_inbound(self, from_number: str | None) -> None:
         await self._sim().ring_inbound(from_number, OUR_NUMBER)
@@ -84,7 +98,7 @@ class Harness:
 
     async def forge_webhook(self, call: Call) -> httpx.Response:
         sim = self._sim()
-        url = f"{PUBLIC_URL}?" + urlencode({"callId": call.call_id, "kind": "input", "turn": "x"})
+        url = f"{PUBLIC_URL}?" + urlencode({"callId": call.call_id, "kind": "input", "doc": "x"})
         params = {
             "CallUUID": call.provider_call_id or "",
             "Direction": call.direction.value,

@@ -10,13 +10,39 @@ It speaks the same wire format as the real service, so the adapter is exercised 
   recorded; with ``unavailable`` set, all of them answer 503.
 * Webhooks are form-encoded POSTs signed with Plivo's V3 scheme (``X-Plivo-Signature-V3`` and
   ``-V3-Nonce``, computed with the plivo SDK's own helpers over URL, sorted fields and nonce).
-* A call rings (``ring_url``), then is answered (``answer_url``), busy, unanswered or failed
-  per ``outcome``. The XML it gets back is followed: ``<Speak>`` is heard (recorded per call),
-  ``<GetInput>`` is answered with the next scripted caller line posted to its ``action`` (and
-  the callee hangs up when it has nothing left to say), ``<Wait>`` keeps the call up,
-  ``<Redirect>`` fetches the next document, ``<Hangup>`` ends the call, and running out of
-  elements ends it as Plivo does (End Of XML Instructions). A transfer replaces the running
-  document with the one fetched from ``aleg_url``. Every end is reported to ``hangup_url``.
+* Plivo XML is followed element by element in simulated time (a ``ScaledClock``), by these
+  rules, each written from Plivo's public documentation:
+
+  - ``<Speak>`` takes time, about 15 characters a second (``chars_per_sec``), and the next
+    element runs when it is done (https://plivo.com/docs/voice/xml/speak). The callee keeps a
+    record of each line (``played``: start, end, heard whole or cut).
+  - ``<GetInput inputType="speech">`` plays its nested ``<Speak>``s, then listens; the callee
+    answers ``reply_delay_s`` after the prompt ended and the words are POSTed to ``action``;
+    with ``redirect="true"`` (the default) the call runs the document that answer returns,
+    with ``"false"`` it goes on with the next element. A callee who stays silent (a scripted
+    ``""`` reply) lets ``executionTimeout`` (default 15 s, "counted after nested Play/Speak
+    elements have ended") run out and the next element is processed, no request made
+    (https://plivo.com/docs/voice/xml/getinput).
+  - ``<Redirect>`` fetches the next document; nothing after it runs
+    (https://docs.plivo.com/docs/voice/xml/redirect). ``<Wait length>`` waits
+    (https://plivo.com/docs/voice/xml/wait). ``<Hangup>`` ends the call, ``reason="rejected"``
+    refusing it (https://plivo.com/docs/voice/xml/hangup). A document that runs out ends the
+    call: "End Of XML Instructions" (https://docs.plivo.com/docs/voice/troubleshooting/hangup-causes).
+  - A transfer (``POST Call/{uuid}/`` with ``aleg_url``) makes the live call "fetch and execute
+    XML from a different URL": the document that was running is abandoned at once, a
+    ``<Speak>`` cut mid-sentence; after 70 transfers the call is hung up ("Loop detected")
+    (https://plivo.com/docs/voice/api/call/transfer-a-call).
+  - The ring and hang-up callbacks are sent apart from the XML fetches, each after a small
+    random delay (``callback_delay_s``), so they may arrive after the next fetch. The hang-up
+    callback names who ended the call in ``HangupSource``: ``Caller`` / ``Call recipient`` for
+    the person, ``API Request`` for our DELETE, ``Answer XML`` for a ``<Hangup>`` we served,
+    ``Plivo`` at the end of the XML (hangup-causes page above).
+
+* A call rings (``ring_url``), then is answered (``answer_url``), busy, unanswered, failed or
+  picked up by voicemail per ``outcome``. Voicemail is a machine that never speaks and hangs up
+  after ``voicemail_s``; without machine detection Plivo reports it as an answered call.
+  The callee hangs up when it has no scripted line left for a ``<GetInput>``, or when told to
+  (``caller_hangs_up``).
 * ``ring_inbound`` rings us: the application's Answer URL is fetched with
   ``Direction=inbound``.
 
@@ -24,10 +50,11 @@ Run it standalone for demos and end-to-end tests::
 
     python -m voicecall.testing.plivo_sim --port 8790 --webhook-url http://127.0.0.1:3334/voice/webhook
 
-Control endpoints (no auth; bind to loopback): ``POST /_sim/inbound {"from", "to"}``,
-``GET /_sim/calls`` (calls, what each heard, rejections, hang-ups; the dial count),
-``GET /_sim/requests`` (the REST requests received) and
-``POST /_sim/unavailable {"unavailable": true}``.
+(``--speed S`` runs simulated time S times faster.) Control endpoints (no auth; bind to
+loopback): ``POST /_sim/inbound {"from", "to"}``, ``GET /_sim/calls`` (calls, what each heard
+and when, rejections, hang-ups; the dial count), ``GET /_sim/requests`` (the REST requests
+received), ``POST /_sim/unavailable {"unavailable": true}`` and
+``POST /_sim/hangup {"callUuid"}`` (the callee puts the phone down).
 """
 
 from __future__ import annotations
@@ -37,6 +64,7 @@ import asyncio
 import base64
 import json
 import logging
+import random
 import re
 import secrets
 import time
@@ -59,20 +87,27 @@ from voicecall.testing.asgi import (
     run_lifespan,
     send_json,
 )
+from voicecall.testing.simtime import DEFAULT_CHARS_PER_SEC, HeardLine, ScaledClock, speech_seconds
 
 __all__ = ["OUTCOMES", "PlivoSimulator", "SentWebhook", "SimCall", "main", "sign_v3"]
 
 log = logging.getLogger(__name__)
 
-OUTCOMES: Final = ("answer", "busy", "no-answer", "fail")
+OUTCOMES: Final = ("answer", "busy", "no-answer", "fail", "voicemail")
 
-# (CallStatus, HangupCause, HangupCauseName, HangupCauseCode, HangupSource) per outcome.
+# (CallStatus, HangupCause, HangupCauseName, HangupCauseCode, HangupSource) per outcome
+# (https://docs.plivo.com/docs/voice/troubleshooting/hangup-causes).
 _UNANSWERED: Final = {
-    "busy": ("busy", "USER_BUSY", "Busy Line", "3010", "Callee"),
-    "no-answer": ("no-answer", "NO_ANSWER", "No Answer", "3030", "Callee"),
+    "busy": ("busy", "USER_BUSY", "Busy Line", "3010", "Call recipient"),
+    "no-answer": ("no-answer", "NO_ANSWER", "No Answer", "3030", "Call recipient"),
     "fail": ("failed", "UNALLOCATED_NUMBER", "Invalid Destination Address", "2000", "Carrier"),
 }
+_NORMAL: Final = ("NORMAL_CLEARING", "Normal Hangup", "4000")
 _WEBHOOK_RETRIES: Final = (0.2, 0.5, 1.0)
+# "Maximum transfers allowed for a single call is 70" (Transfer a call).
+_MAX_TRANSFERS: Final = 70
+# GetInput executionTimeout: "Allowed values: 5 to 60. Defaults to 15."
+_DEFAULT_EXECUTION_TIMEOUT: Final = 15
 
 
 def sign_v3(auth_token: str, url: str, params: dict[str, str], nonce: str) -> str:
@@ -93,7 +128,7 @@ class SentWebhook:
 
 @attrs.define
 class SimCall:
-    """The simulated network's view of one call."""
+    """The simulated network's view of one call (times are simulated clock time)."""
 
     call_uuid: str
     request_uuid: str | None
@@ -102,26 +137,41 @@ class SimCall:
     to_number: str
     answer_url: str
     hangup_url: str | None
+    started_at: float
     ring_url: str | None = None
     status: str = "queued"  # queued | ringing | live | ended
+    machine: bool = False
     end_status: str | None = None
     hangup_cause: str | None = None
     hangup_cause_name: str | None = None
     hangup_cause_code: str | None = None
     hangup_source: str | None = None
-    heard: list[str] = attrs.Factory(list)
+    played: list[HeardLine] = attrs.Factory(list)
+    speaking: HeardLine | None = None
     replies_used: int = 0
     hangups: int = 0
     rejected: int = 0
     transfers: int = 0
-    started_at: float = attrs.Factory(time.time)
     answered_at: float | None = None
     ended_at: float | None = None
     generation: int = 0
     wake: asyncio.Event = attrs.Factory(asyncio.Event)
 
-    def interrupt(self) -> int:
-        """Stop whatever document is running; returns the new generation."""
+    @property
+    def heard(self) -> list[str]:
+        """Lines that stopped playing, in order; a cut one ends in ``—``."""
+        return [line.render() for line in self.played if line.ended_at is not None]
+
+    def cut(self, at: float) -> None:
+        """Whatever is playing stops here, heard in part."""
+        if self.speaking is not None:
+            self.speaking.ended_at = at
+            self.speaking.whole = False
+            self.speaking = None
+
+    def interrupt(self, at: float) -> int:
+        """Abandon the running document (cutting its speech); returns the new generation."""
+        self.cut(at)
         self.generation += 1
         self.wake.set()
         self.wake = asyncio.Event()
@@ -138,7 +188,17 @@ class SimCall:
             "endStatus": self.end_status,
             "hangupCause": self.hangup_cause,
             "hangupSource": self.hangup_source,
-            "heard": list(self.heard),
+            "heard": self.heard,
+            "played": [
+                {
+                    "text": line.text,
+                    "startedAt": line.started_at,
+                    "endedAt": line.ended_at,
+                    "whole": line.whole,
+                }
+                for line in self.played
+            ],
+            "endedAt": self.ended_at,
             "repliesUsed": self.replies_used,
             "hangups": self.hangups,
             "rejected": self.rejected,
@@ -159,9 +219,14 @@ class PlivoSimulator:
         webhook: the client webhooks are sent with (in-process ASGI or real loopback HTTP).
         webhook_url: our public webhook URL; the inbound application's Answer and Hangup URL.
         outcome: what the callee does with an outbound call (``OUTCOMES``).
-        replies: what the callee says, one line per ``<GetInput>``; then it hangs up.
+        replies: what the callee says, one line per ``<GetInput>`` (``""``: stays silent);
+            then it hangs up.
+        clock: simulated time; every delay below is in its seconds (default real time).
         answer_delay_s: ringing time before the outcome.
-        reply_delay_s: how long the callee takes to answer a ``<GetInput>``.
+        reply_delay_s: how long after the prompt the callee starts answering a ``<GetInput>``.
+        chars_per_sec: how fast ``<Speak>`` talks.
+        callback_delay_s: the most a ring or hang-up callback lags behind (random up to it).
+        voicemail_s: how long a voicemail machine records before it hangs up.
         max_wait_s: caps each ``<Wait>`` (None: wait as long as the XML says).
     """
 
@@ -174,8 +239,12 @@ class PlivoSimulator:
         webhook_url: str,
         outcome: str = "answer",
         replies: Sequence[str] = ("Hello.", "Yes.", "Goodbye."),
+        clock: ScaledClock | None = None,
         answer_delay_s: float = 0.05,
         reply_delay_s: float = 0.2,
+        chars_per_sec: float = DEFAULT_CHARS_PER_SEC,
+        callback_delay_s: float = 0.05,
+        voicemail_s: float = 20.0,
         max_wait_s: float | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
@@ -186,8 +255,12 @@ class PlivoSimulator:
         self.webhook_url = webhook_url
         self.outcome = outcome
         self.replies = tuple(replies)
+        self.clock = clock or ScaledClock(1.0)
         self.answer_delay_s = answer_delay_s
         self.reply_delay_s = reply_delay_s
+        self.chars_per_sec = chars_per_sec
+        self.callback_delay_s = callback_delay_s
+        self.voicemail_s = voicemail_s
         self.max_wait_s = max_wait_s
         self.unavailable = False
         self.calls: dict[str, SimCall] = {}
@@ -196,6 +269,7 @@ class PlivoSimulator:
         self.dials = 0
         self._background = Background("plivo sim")
         self._prefix = f"/v1/Account/{auth_id}/"
+        self._random = random.Random(7)
 
     # ------------------------------------------------------------------ queries
 
@@ -209,8 +283,25 @@ class PlivoSimulator:
         return next((c for c in self.calls.values() if c.request_uuid == call_id), None)
 
     def heard(self, call_id: str | None) -> list[str]:
+        """What the callee heard, in order; a line cut off ends in ``—``."""
         call = self.find(call_id)
-        return list(call.heard) if call else []
+        return call.heard if call else []
+
+    def played(self, call_id: str | None) -> list[HeardLine]:
+        """Each line played to the callee (one still playing has no end yet)."""
+        call = self.find(call_id)
+        return [attrs.evolve(line) for line in call.played] if call else []
+
+    def ended_at(self, call_id: str | None) -> float | None:
+        """When the line went dead, in simulated time."""
+        call = self.find(call_id)
+        return call.ended_at if call else None
+
+    async def caller_hangs_up(self, call_id: str | None) -> None:
+        """The person on the phone puts it down now, whatever is playing."""
+        call = self.find(call_id)
+        if call is not None and call.status in ("ringing", "live"):
+            self._end(call, "completed", *_NORMAL, _person(call))
 
     @property
     def last_webhook(self) -> SentWebhook | None:
@@ -230,6 +321,7 @@ class PlivoSimulator:
             to_number=_plivo_number(to_number),
             answer_url=self.webhook_url,
             hangup_url=self.webhook_url,
+            started_at=self.clock.now(),
             status="ringing",
         )
         self.calls[call.call_uuid] = call
@@ -330,6 +422,7 @@ class PlivoSimulator:
             answer_url=str(data["answer_url"]),
             hangup_url=data.get("hangup_url") or None,
             ring_url=data.get("ring_url") or None,
+            started_at=self.clock.now(),
         )
         self.calls[call.call_uuid] = call
         self._background.spawn(self._place(call))
@@ -342,7 +435,14 @@ class PlivoSimulator:
         if data.get("legs") not in ("aleg", "both") or not data.get("aleg_url"):
             return 400, {"api_id": api_id, "error": "legs=aleg with aleg_url is required"}
         call.transfers += 1
-        generation = call.interrupt()
+        if call.transfers > _MAX_TRANSFERS:
+            # "Subsequent transfers will lead to the call hang-up with the error 'Loop
+            # detected'" (Transfer a call).
+            self._end(call, "completed", "", "Loop Detected", "", "Plivo")
+            return 202, {"api_id": api_id, "message": "call transferred"}
+        # The live call fetches and runs the new XML: what it was running is abandoned now,
+        # a <Speak> cut where the callee stopped hearing it.
+        generation = call.interrupt(self.clock.now())
         self._background.spawn(
             self._fetch_and_run(call, generation, str(data["aleg_url"]), "Transfer")
         )
@@ -354,7 +454,7 @@ class PlivoSimulator:
             return 404, {"error": "call not found"}
         call.hangups += 1
         if call.status == "live":
-            self._end(call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", "API Request")
+            self._end(call, "completed", *_NORMAL, "API Request")
         else:
             self._end(call, "cancel", "ORIGINATOR_CANCEL", "Canceled", "1000", "API Request")
         return 204, None
@@ -390,6 +490,7 @@ class PlivoSimulator:
         if call is None or call.status != "ended":
             # Plivo writes the call detail record once the call is over.
             return 404, {"api_id": api_id, "error": "not found"}
+        ended = call.ended_at or self.clock.now()
         return 200, {
             "api_id": api_id,
             "call_uuid": call.call_uuid,
@@ -398,8 +499,8 @@ class PlivoSimulator:
             "to_number": call.to_number,
             "initiation_time": _stamp(call.started_at),
             "answer_time": _stamp(call.answered_at) if call.answered_at else None,
-            "end_time": _stamp(call.ended_at or time.time()),
-            "call_duration": int((call.ended_at or 0) - (call.answered_at or call.ended_at or 0)),
+            "end_time": _stamp(ended),
+            "call_duration": int(ended - (call.answered_at or ended)),
             "hangup_cause_name": call.hangup_cause_name,
             "hangup_cause_code": int(call.hangup_cause_code or 0),
             "hangup_source": call.hangup_source,
@@ -424,6 +525,12 @@ class PlivoSimulator:
         if path == "/_sim/unavailable" and method == "POST":
             self.unavailable = bool(data.get("unavailable", True))
             return 200, {"unavailable": self.unavailable}
+        if path == "/_sim/hangup" and method == "POST":
+            found = self.find(str(data.get("callUuid") or ""))
+            if found is None:
+                return 404, {"error": "no such call"}
+            await self.caller_hangs_up(found.call_uuid)
+            return 200, {"callUuid": found.call_uuid, "status": found.status}
         return 404, {"error": "not found"}
 
     # ------------------------------------------------------------------ the callee
@@ -434,17 +541,25 @@ class PlivoSimulator:
             return
         call.status = "ringing"
         if call.ring_url:
-            await self._post(call, call.ring_url, {"CallStatus": "ringing"})
-        await asyncio.sleep(self.answer_delay_s)
+            self._callback(call, call.ring_url, {"CallStatus": "ringing"})
+        await self.clock.sleep(self.answer_delay_s)
         if call.status != "ringing":
             return  # cancelled meanwhile
-        if self.outcome == "answer":
+        if self.outcome in ("answer", "voicemail"):
             call.status = "live"
-            call.answered_at = time.time()
+            call.answered_at = self.clock.now()
+            if self.outcome == "voicemail":
+                call.machine = True
+                self._background.spawn(self._machine_hangs_up(call))
             await self._answer(call, call.generation, "in-progress")
             return
         status, cause, name, code, source = _UNANSWERED[self.outcome]
         self._end(call, status, cause, name, code, source)
+
+    async def _machine_hangs_up(self, call: SimCall) -> None:
+        await self.clock.sleep(self.voicemail_s)
+        if call.status == "live":
+            self._end(call, "completed", *_NORMAL, "Call recipient")
 
     async def _answer(self, call: SimCall, generation: int, call_status: str) -> None:
         doc = await self._fetch(call, generation, call.answer_url, "Answer", call_status)
@@ -499,12 +614,12 @@ class PlivoSimulator:
         if call.direction == "inbound" and call.status == "ringing" and first != "Hangup":
             # Any document that does something answers an inbound call.
             call.status = "live"
-            call.answered_at = time.time()
+            call.answered_at = self.clock.now()
         for element in root:
             self._check(call, generation)
             tag = element.tag
             if tag == "Speak":
-                call.heard.append((element.text or "").strip())
+                await self._speak(call, generation, element)
             elif tag == "Wait":
                 await self._sleep(call, generation, _int(element.get("length"), 1))
             elif tag == "Redirect":
@@ -515,9 +630,7 @@ class PlivoSimulator:
                     call.rejected += 1
                     self._end(call, "completed", "CALL_REJECTED", "Rejected", "3020", "Answer XML")
                 else:
-                    self._end(
-                        call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", "Answer XML"
-                    )
+                    self._end(call, "completed", *_NORMAL, "Answer XML")
                 return None
             elif tag == "GetInput":
                 outcome = await self._get_input(call, generation, element)
@@ -528,28 +641,42 @@ class PlivoSimulator:
         self._end(call, "completed", "NORMAL_CLEARING", "End Of XML Instructions", "4010", "Plivo")
         return None
 
+    async def _speak(self, call: SimCall, generation: int, element: ElementTree.Element) -> None:
+        """Say the text, taking the time it takes; a transfer or hang-up cuts it."""
+        text = " ".join((element.text or "").split())
+        line = HeardLine(text=text, started_at=self.clock.now())
+        call.played.append(line)
+        call.speaking = line
+        await self._sleep(call, generation, speech_seconds(text, self.chars_per_sec), cap=False)
+        line.ended_at = self.clock.now()
+        line.whole = True
+        call.speaking = None
+
     async def _get_input(
         self, call: SimCall, generation: int, element: ElementTree.Element
     ) -> bytes | None:
         for child in element:
             if child.tag == "Speak":
-                call.heard.append((child.text or "").strip())
-        if element.get("inputType", "dtmf") not in ("speech", "dtmf speech"):
-            return None  # the scripted callee only talks
-        await self._sleep(call, generation, self.reply_delay_s)
-        if call.replies_used >= len(self.replies):
+                await self._speak(call, generation, child)
+        timeout = _int(element.get("executionTimeout"), _DEFAULT_EXECUTION_TIMEOUT)
+        listens_for_speech = "speech" in element.get("inputType", "dtmf").split()
+        reply = self._next_reply(call) if listens_for_speech else ""
+        if reply is None:
             # Nothing left to say: the person hangs up.
-            source = "Callee" if call.direction == "outbound" else "Caller"
-            self._end(call, "completed", "NORMAL_CLEARING", "Normal Hangup", "4000", source)
+            await self._sleep(call, generation, self.reply_delay_s)
+            self._end(call, "completed", *_NORMAL, _person(call))
             raise _Stale
-        line = self.replies[call.replies_used]
-        call.replies_used += 1
+        if not reply:
+            # No input within executionTimeout (counted after the prompt): the next element.
+            await self._sleep(call, generation, timeout)
+            return None
+        await self._sleep(call, generation, self.reply_delay_s)
         action = element.get("action")
         if not action:
             return None
         fields = {
             "InputType": "speech",
-            "Speech": line,
+            "Speech": reply,
             "Digits": "",
             "SpeechConfidenceScore": "0.93",
             "BilledAmount": "0.00500",
@@ -561,14 +688,21 @@ class PlivoSimulator:
             return None  # the answer is ignored and the next element runs
         return doc
 
-    async def _sleep(self, call: SimCall, generation: int, seconds: float) -> None:
-        if self.max_wait_s is not None:
+    def _next_reply(self, call: SimCall) -> str | None:
+        if call.machine:
+            return ""  # a voicemail machine records; it never answers
+        if call.replies_used >= len(self.replies):
+            return None
+        reply = self.replies[call.replies_used]
+        call.replies_used += 1
+        return reply
+
+    async def _sleep(
+        self, call: SimCall, generation: int, seconds: float, *, cap: bool = True
+    ) -> None:
+        if cap and self.max_wait_s is not None:
             seconds = min(seconds, self.max_wait_s)
-        wake = call.wake
-        try:
-            await asyncio.wait_for(wake.wait(), max(seconds, 0.0))
-        except TimeoutError:
-            pass
+        await self.clock.wait(call.wake, max(seconds, 0.0))
         self._check(call, generation)
 
     @staticmethod
@@ -581,16 +715,17 @@ class PlivoSimulator:
     ) -> None:
         if call.status == "ended":
             return
+        now = self.clock.now()
         call.status = "ended"
         call.end_status = status
         call.hangup_cause = cause
         call.hangup_cause_name = name
         call.hangup_cause_code = code
         call.hangup_source = source
-        call.ended_at = time.time()
-        call.interrupt()
+        call.ended_at = now
+        call.interrupt(now)
         if call.hangup_url:
-            duration = int(call.ended_at - call.answered_at) if call.answered_at else 0
+            duration = int(now - call.answered_at) if call.answered_at else 0
             fields = {
                 "CallStatus": status,
                 "HangupCause": cause,
@@ -600,7 +735,17 @@ class PlivoSimulator:
                 "Duration": str(duration),
                 "BillDuration": str(duration),
             }
-            self._background.spawn(self._post(call, call.hangup_url, fields))
+            self._callback(call, call.hangup_url, fields)
+
+    def _callback(self, call: SimCall, url: str, fields: dict[str, str]) -> None:
+        """A status callback: sent on its own, a little later, so it may follow the next fetch."""
+        delay = self._random.uniform(0, self.callback_delay_s)
+
+        async def send() -> None:
+            await self.clock.sleep(delay)
+            await self._post(call, url, fields)
+
+        self._background.spawn(send())
 
     # ------------------------------------------------------------------ webhooks
 
@@ -638,8 +783,13 @@ class PlivoSimulator:
                 return response
             if backoff is None:
                 return response
-            await asyncio.sleep(backoff)
+            await self.clock.sleep(backoff)
         return None
+
+
+def _person(call: SimCall) -> str:
+    # HangupSource for the person on the phone (hangup-causes page).
+    return "Call recipient" if call.direction == "outbound" else "Caller"
 
 
 def _plivo_number(number: str | None) -> str:
@@ -677,6 +827,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--outcome", choices=OUTCOMES, default="answer")
     parser.add_argument("--answer-delay-ms", type=int, default=50)
     parser.add_argument("--reply-delay-ms", type=int, default=200)
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
+    parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
     return parser
 
 
@@ -691,8 +843,10 @@ async def _serve(args: argparse.Namespace) -> None:
             webhook_url=args.webhook_url,
             outcome=args.outcome,
             replies=args.replies,
+            clock=ScaledClock(args.speed),
             answer_delay_s=args.answer_delay_ms / 1000,
             reply_delay_s=args.reply_delay_ms / 1000,
+            chars_per_sec=args.chars_per_sec,
         )
         config = uvicorn.Config(
             sim, host="127.0.0.1", port=args.port, lifespan="off", log_level="warning"
