@@ -6,7 +6,8 @@ Vectors:
 - Plivo V3: plivo/plivo-go ``utils_test.go`` (``TestValidateSignatureV3Pass1..4``); the
   plivo-python tests carry no V3 vector, and these pass through plivo-python's own
   ``validate_v3_signature`` unchanged.
-- Telnyx: an Ed25519 key generated here (Telnyx publishes no fixed vector).
+- Telnyx: an Ed25519 key generated here (Telnyx publishes no fixed vector), and RFC 8032
+  test vector 1's key pair, signed by an independent Ed25519 implementation (see the end).
 
 Every case runs through ``verify`` and must return, never raise.
 """
@@ -16,10 +17,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from nacl.signing import SigningKey
+from hypothesis import given
+from hypothesis import strategies as st
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 from twilio.request_validator import RequestValidator
 
 from voicecall.adapters.telephony.plivo import PlivoSignatureVerifier
@@ -640,3 +644,134 @@ def test_telnyx_header_presence() -> None:
     verifier = telnyx()
     assert verifier.has_signature_headers(["Telnyx-Signature-Ed25519", "Telnyx-Timestamp"])
     assert not verifier.has_signature_headers(["Telnyx-Signature-Ed25519"])
+
+
+# --------------------------------------------------------------------------------------------
+# A signature never covers a body it does not cover (properties)
+
+TWILIO_URL = f"https://mycompany.com{TWILIO_PATH}?{TWILIO_QUERY}"
+NOT_FORM = st.sampled_from(
+    [
+        None,
+        "application/json",
+        "text/plain",
+        "text/xml",
+        "application/octet-stream",
+        "multipart/form-data",
+    ]
+)
+FIELD = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+
+
+@given(body=st.binary(min_size=1, max_size=200), content_type=NOT_FORM)
+def test_twilio_a_body_outside_the_signature_is_refused(
+    body: bytes, content_type: str | None
+) -> None:
+    # A signature over the URL with no POST fields is genuine for that URL. Reading a body it
+    # does not cover (no bodySHA256, not a form) as "no fields" would let any body through.
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(TWILIO_URL, {})
+    request = twilio_request(signature, body=body, content_type=content_type)
+    assert_refused(twilio().verify(request))
+
+
+@given(body=st.binary(min_size=1, max_size=200), content_type=NOT_FORM)
+def test_twilio_a_non_form_body_is_refused_even_when_it_parses_as_the_signed_fields(
+    body: bytes, content_type: str | None
+) -> None:
+    # The signature covers the fields the body would give if it were a form; it was not sent
+    # as one, so the fields are not what the carrier signed.
+    fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(TWILIO_URL, fields)
+    assert_refused(twilio().verify(twilio_request(signature, body=body, content_type=content_type)))
+
+
+@given(
+    signed=st.dictionaries(st.sampled_from(["CallSid", "From", "Digits", "SpeechResult"]), FIELD),
+    sent=st.dictionaries(st.sampled_from(["CallSid", "From", "Digits", "SpeechResult"]), FIELD),
+)
+def test_twilio_form_fields_other_than_the_signed_ones_are_refused(
+    signed: dict[str, str], sent: dict[str, str]
+) -> None:
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(TWILIO_URL, signed)
+    result = twilio().verify(twilio_request(signature, params=sent))
+    assert result.ok is (sent == signed)
+
+
+@given(body=st.binary(max_size=200), other=st.binary(max_size=200))
+def test_twilio_body_sha256_covers_exactly_the_hashed_body(body: bytes, other: bytes) -> None:
+    digest = hashlib.sha256(body).hexdigest()
+    query = f"{TWILIO_QUERY}&bodySHA256={digest}"
+    url = f"https://mycompany.com{TWILIO_PATH}?{query}"
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, {})
+    sent = twilio_request(signature, query=query, body=other, content_type="application/json")
+    result = twilio().verify(sent)
+    # A body that is not UTF-8 cannot be checked against the hash at all, so it is refused too.
+    try:
+        other.decode("utf-8")
+        readable = True
+    except UnicodeDecodeError:
+        readable = False
+    assert result.ok is (other == body and readable)
+
+
+@given(body=st.binary(max_size=200), other=st.binary(max_size=200))
+def test_telnyx_signature_covers_exactly_the_signed_body(body: bytes, other: bytes) -> None:
+    signature = telnyx_sign(str(NOW), body)
+    result = telnyx().verify(telnyx_request(signature=signature, body=other))
+    assert result.ok is (other == body)
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 8032, section 7.1, TEST 1: an Ed25519 vector from outside this code base
+
+RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+RFC8032_MESSAGE = b""
+RFC8032_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
+    "1cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+RFC8032_PUBLIC_B64 = base64.b64encode(RFC8032_PUBLIC).decode()
+
+
+def rfc8032_sign(message: bytes) -> bytes:
+    """Sign with vector 1's secret key using OpenSSL (``cryptography``), not the libsodium
+    (PyNaCl) that the Telnyx verifier checks with, so signer and checker share no code."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(RFC8032_SECRET).sign(message)
+
+
+def test_rfc8032_vector_1_holds_for_the_primitive_the_verifier_uses() -> None:
+    signing = SigningKey(RFC8032_SECRET)
+    assert bytes(signing.verify_key) == RFC8032_PUBLIC
+    assert signing.sign(RFC8032_MESSAGE).signature == RFC8032_SIGNATURE
+    VerifyKey(RFC8032_PUBLIC).verify(RFC8032_MESSAGE, RFC8032_SIGNATURE)
+    with pytest.raises(BadSignatureError):
+        VerifyKey(RFC8032_PUBLIC).verify(b"x", RFC8032_SIGNATURE)
+
+
+def test_rfc8032_vector_1_holds_for_the_independent_signer() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(RFC8032_SECRET)
+    assert key.public_key().public_bytes_raw() == RFC8032_PUBLIC
+    assert rfc8032_sign(RFC8032_MESSAGE) == RFC8032_SIGNATURE
+
+
+def test_rfc8032_key_through_the_telnyx_verifier() -> None:
+    # Telnyx signs "{timestamp}|{body}", which is never vector 1's empty message, so the
+    # vector's signature cannot pass the verifier as it stands. What the vector pins here is the
+    # key: its public key, base64 as an operator pastes it into telnyx.publicKey, must verify a
+    # signature its secret key made over the Telnyx payload, with the signing done by the
+    # independent implementation that reproduces vector 1 above.
+    verifier = TelnyxSignatureVerifier(RFC8032_PUBLIC_B64, clock_now=lambda: NOW)
+    signature = base64.b64encode(rfc8032_sign(f"{NOW}|".encode() + TELNYX_BODY)).decode()
+    assert verifier.verify(telnyx_request(signature=signature)).ok
+    # The vector's own signature covers the empty message, not "{timestamp}|{body}".
+    vector = base64.b64encode(RFC8032_SIGNATURE).decode()
+    assert_refused(verifier.verify(telnyx_request(signature=vector)))
+    assert_refused(verifier.verify(telnyx_request(signature=vector, body=b"")))
+    # The key is base64, as Telnyx shows it; the RFC's hex form is not a key.
+    hex_keyed = TelnyxSignatureVerifier(RFC8032_PUBLIC.hex(), clock_now=lambda: NOW)
+    assert_refused(hex_keyed.verify(telnyx_request(signature=signature)))

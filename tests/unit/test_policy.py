@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from voicecall.domain.call import CallMode
 from voicecall.domain.errors import CallerError, ConcurrencyLimitReached
@@ -86,3 +88,66 @@ def test_outbound_capacity() -> None:
     policy.check_capacity(["a"])
     with pytest.raises(ConcurrencyLimitReached, match="maxConcurrentCalls is 2"):
         policy.check_capacity(["a", "b"])
+
+
+# --------------------------------------------------------------------------- rules as properties
+
+E164 = st.from_regex(r"\+[1-9][0-9]{1,14}", fullmatch=True)
+
+
+@given(allowed=st.frozensets(E164, max_size=5), caller=E164)
+def test_allowlist_accepts_exactly_the_listed_strings(allowed: frozenset[str], caller: str) -> None:
+    decision = InboundPolicy(InboundPolicyMode.ALLOWLIST, allowed).decide(caller)
+    assert decision.accept is (caller in allowed)
+
+
+@given(allowed=E164, other=E164)
+def test_allowlist_refuses_every_other_valid_number(allowed: str, other: str) -> None:
+    assume(other != allowed)
+    policy = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({allowed}))
+    assert policy.decide(allowed).accept is True
+    assert policy.decide(other).accept is False
+
+
+@given(
+    allowed=st.from_regex(r"\+[1-9][0-9]{9,14}", fullmatch=True),
+    country=st.from_regex(r"[1-9][0-9]{0,4}", fullmatch=True),
+)
+def test_allowlist_refuses_a_number_that_shares_only_the_last_digits(
+    allowed: str, country: str
+) -> None:
+    # +445551230001 for +15551230001: the same national digits under another country code.
+    for keep in range(1, 15):
+        other = "+" + country + allowed[-keep:]
+        if other == allowed or not is_e164(other):
+            continue
+        policy = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({allowed}))
+        assert policy.decide(other).accept is False, (allowed, other)
+
+
+@given(allowed=E164, data=st.data())
+def test_allowlist_refuses_near_misses_of_an_allowed_number(
+    allowed: str, data: st.DataObject
+) -> None:
+    near = data.draw(
+        st.sampled_from(
+            [
+                allowed[:-1],  # a prefix
+                allowed + data.draw(st.sampled_from("0123456789")),  # one digit more
+                allowed[1:],  # no "+"
+                " " + allowed,
+                allowed + "\n",
+                allowed.replace("+", "00", 1),  # the international dialling prefix
+                "+" + allowed[2:] + allowed[1],  # the same digits, rotated
+            ]
+        )
+    )
+    assume(near != allowed)
+    policy = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({allowed}))
+    assert policy.decide(near).accept is False
+
+
+def test_the_last_ten_digits_example_from_the_issue() -> None:
+    policy = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({"+15551230001"}))
+    assert policy.decide("+445551230001").accept is False
+    assert policy.decide("+5551230001").accept is False
