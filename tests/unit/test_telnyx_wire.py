@@ -23,8 +23,16 @@ from voicecall.adapters.telephony.telnyx import (
 from voicecall.config import AppConfig, parse_config
 from voicecall.domain.call import Call, CallDirection, CallMode, CallState
 from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
-from voicecall.domain.events import CallAnswered, CallEnded, CallInitiated, CallSpeech
+from voicecall.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallInitiated,
+    CallSpeech,
+    SpeechPlayed,
+    SpeechStarted,
+)
 from voicecall.domain.ports import CarrierStatusKind, DialRequest
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.domain.webhook import WebhookRequest
 from voicecall.testing.clock import FakeClock
 
@@ -218,26 +226,251 @@ async def test_reject_sends_a_cause_and_tolerates_a_caller_who_left(
     await adapter.reject(live_call(CallDirection.INBOUND))
 
 
-@respx.mock
-async def test_speak_sends_text_voice_and_language(adapter: TelnyxTelephony) -> None:
+def line(uid: str, text: str, voice: str | None = None) -> SpokenLine:
+    return SpokenLine(utterance_id=uid, text=text, voice=voice)
+
+
+def prompt(*lines: SpokenLine) -> Playback:
+    return Playback(lines=lines, then=AfterSpeech.LISTEN)
+
+
+def commands(since: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """The commands sent (from the ``since``-th request on): (action, JSON body)."""
+    return [
+        (call.request.url.path.rsplit("/", 1)[-1], json.loads(call.request.content))
+        for call in list(respx.calls)[since:]
+    ]
+
+
+async def answered_inbound(adapter: TelnyxTelephony) -> int:
+    """Answer the inbound call; returns how many requests that took."""
     respx.post(action_url("answer")).mock(return_value=ok())
-    route = respx.post(action_url("speak")).mock(return_value=ok())
     await adapter.answer(live_call(CallDirection.INBOUND))
-    await adapter.speak(live_call(), "Your order shipped.", "onyx")
-    body = sent_json(route)
-    assert body["payload"] == "Your order shipped."
-    assert body["payload_type"] == "text"
-    assert body["voice"] == "AWS.Polly.Stephen-Neural"
-    assert body["language"] == "en-US"
-    assert decode_client_state(body["client_state"]) == CALL_ID
+    return len(respx.calls)
 
 
 @respx.mock
-async def test_every_command_has_a_fresh_command_id(adapter: TelnyxTelephony) -> None:
+async def test_a_prompt_with_listen_is_a_speak_then_final_only_transcription(
+    adapter: TelnyxTelephony,
+) -> None:
+    since = await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    await adapter.play(live_call(), prompt(line("u1", "Can you talk?", "onyx")))
+    state = encode_client_state(CALL_ID)
+    assert commands(since) == [
+        (
+            "speak",
+            {
+                "payload": "Can you talk?",
+                "payload_type": "text",
+                "voice": "AWS.Polly.Stephen-Neural",
+                "language": "en-US",
+                "client_state": state,
+                "command_id": "speak-u1",
+            },
+        ),
+        (
+            "transcription_start",
+            {
+                "transcription_engine": "Google",
+                "transcription_engine_config": {
+                    "transcription_engine": "Google",
+                    "language": "en",
+                    "interim_results": False,
+                },
+                "transcription_tracks": "inbound",
+                "client_state": state,
+                "command_id": commands(since)[1][1]["command_id"],
+            },
+        ),
+    ]
+    assert respx.calls.last.request.headers["authorization"] == f"Bearer {API_KEY}"
+    # Transcription stays on: the next prompt is one more speak, nothing stopped or restarted.
+    since = len(respx.calls)
+    await adapter.play(live_call(), prompt(line("u2", "Lunch at noon?")))
+    assert [action for action, _ in commands(since)] == ["speak"]
+
+
+@respx.mock
+async def test_a_notify_is_one_speak_and_the_hold_and_hangup_are_left_to_the_service(
+    adapter: TelnyxTelephony,
+) -> None:
+    respx.post(f"{API}/calls").mock(
+        return_value=httpx.Response(200, json={"data": {"call_control_id": PID}})
+    )
+    respx.post(action_url("speak")).mock(return_value=ok())
+    await adapter.dial(
+        DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.NOTIFY, "Ready.", 30)
+    )
+    since = len(respx.calls)
+    notify = Playback(
+        lines=(line("u1", "Your table is ready."),), then=AfterSpeech.HANGUP, hangup_after_s=1.0
+    )
+    await adapter.play(live_call(), notify)
+    assert [(action, body["payload"]) for action, body in commands(since)] == [
+        ("speak", "Your table is ready.")
+    ]
+    # Telnyx says when it was heard: the service's hold starts from speech.played.
+    state = {"client_state": encode_client_state(CALL_ID)}
+    [started] = await adapter.parse_webhook(webhook(event("call.speak.started", state, "e1")))
+    [played] = await adapter.parse_webhook(
+        webhook(event("call.speak.ended", {**state, "status": "completed"}, "e2"))
+    )
+    assert isinstance(started, SpeechStarted) and started.utterance_id == "u1"
+    assert isinstance(played, SpeechPlayed) and played.utterance_id == "u1"
+    assert played.call_id == CALL_ID and played.key() == "telnyx:e2"
+
+
+@respx.mock
+async def test_a_line_queued_while_another_plays_is_another_speak_in_telnyx_queue(
+    adapter: TelnyxTelephony,
+) -> None:
+    since = await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    await adapter.play(live_call(), prompt(line("u1", "Hello there."), line("u2", "Two lines.")))
+    await adapter.play(live_call(), prompt(line("u3", "Can you talk?")))
+    speaks = [body for action, body in commands(since) if action == "speak"]
+    assert [body["payload"] for body in speaks] == ["Hello there.", "Two lines.", "Can you talk?"]
+    # Nothing ever stops or clears what Telnyx has queued.
+    assert all("stop" not in body for _, body in commands(since))
+    # Webhooks name no command, and client_state is the call's latest: they are told apart
+    # by their order. One line's end and the next one's start may arrive swapped.
+    state = {"client_state": encode_client_state(CALL_ID)}
+    sequence = [
+        ("call.speak.started", {}, "s1"),
+        ("call.speak.started", {}, "s2"),
+        ("call.speak.ended", {"status": "completed"}, "d1"),
+        ("call.speak.ended", {"status": "completed"}, "d2"),
+        ("call.speak.started", {}, "s3"),
+        ("call.speak.ended", {"status": "completed"}, "d3"),
+    ]
+    seen = []
+    for kind, extra, event_id in sequence:
+        [parsed] = await adapter.parse_webhook(webhook(event(kind, {**state, **extra}, event_id)))
+        assert isinstance(parsed, SpeechStarted | SpeechPlayed)
+        seen.append((parsed.type, parsed.utterance_id))
+    assert seen == [
+        ("speech.started", "u1"),
+        ("speech.started", "u2"),
+        ("speech.played", "u1"),
+        ("speech.played", "u2"),
+        ("speech.started", "u3"),
+        ("speech.played", "u3"),
+    ]
+
+
+@respx.mock
+async def test_no_live_update_exists_on_telnyx_an_idle_call_gets_the_same_speak(
+    adapter: TelnyxTelephony,
+) -> None:
+    # Twilio and Plivo replace a running document with a REST update; Telnyx has no such
+    # thing. Whether the call is idle (everything played) or busy, a line is one speak
+    # without ``stop``, and nothing else is sent.
+    since = await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    await adapter.play(live_call(), prompt(line("u1", "Hi.")))
+    state = {"client_state": encode_client_state(CALL_ID)}
+    await adapter.parse_webhook(webhook(event("call.speak.started", state, "s1")))
+    await adapter.parse_webhook(
+        webhook(event("call.speak.ended", {**state, "status": "completed"}, "d1"))
+    )
+    since = len(respx.calls)
+    await adapter.play(live_call(), prompt(line("u2", "Still there?")))
+    assert [(action, body["payload"], "stop" in body) for action, body in commands(since)] == [
+        ("speak", "Still there?", False)
+    ]
+
+
+@respx.mock
+async def test_a_retried_speak_webhook_names_the_same_line_and_a_cut_one_is_not_played(
+    adapter: TelnyxTelephony,
+) -> None:
+    await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    await adapter.play(live_call(), prompt(line("u1", "One."), line("u2", "Two.")))
+    ended = event("call.speak.ended", {"status": "completed"}, "d1")
+    retry = json.loads(json.dumps(ended))
+    retry["meta"]["attempt"] = 2
+    [first] = await adapter.parse_webhook(webhook(ended))
+    [again] = await adapter.parse_webhook(webhook(retry))
+    assert isinstance(first, SpeechPlayed) and isinstance(again, SpeechPlayed)
+    assert first.utterance_id == again.utterance_id == "u1" and first.key() == again.key()
+    # A hang-up stops the second line: Telnyx reports it ended with status call_hangup.
+    cut = event("call.speak.ended", {"status": "call_hangup"}, "d2")
+    assert await adapter.parse_webhook(webhook(cut)) == []
+
+
+@respx.mock
+async def test_a_transcript_answers_the_line_played_last_before_it(
+    adapter: TelnyxTelephony,
+) -> None:
+    await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    await adapter.play(live_call(), prompt(line("u1", "Hello there.")))
+    await adapter.play(live_call(), prompt(line("u2", "Can you talk?")))
+    said = {"transcription_data": {"transcript": "yes", "is_final": True}}
+
+    async def heard_after(event_id: str) -> str | None:
+        [parsed] = await adapter.parse_webhook(webhook(event("call.transcription", said, event_id)))
+        assert isinstance(parsed, CallSpeech)
+        return parsed.heard_after
+
+    assert await heard_after("t0") is None  # nothing played whole yet
+    await adapter.parse_webhook(webhook(event("call.speak.ended", {"status": "completed"}, "d1")))
+    # u2 may be playing: an answer now is the answer to u1.
+    assert await heard_after("t1") == "u1"
+    await adapter.parse_webhook(webhook(event("call.speak.ended", {"status": "completed"}, "d2")))
+    assert await heard_after("t2") == "u2"
+
+
+@respx.mock
+async def test_wait_stops_transcription(adapter: TelnyxTelephony) -> None:
+    since = await answered_inbound(adapter)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
     respx.post(action_url("transcription_stop")).mock(return_value=ok())
-    route = respx.post(action_url("speak")).mock(return_value=ok())
-    await adapter.speak(live_call(), "one", None)
-    await adapter.speak(live_call(), "two", None)
+    await adapter.play(live_call(), prompt(line("u1", "Hi.")))
+    await adapter.play(live_call(), Playback(lines=(line("u2", "Hold on."),)))
+    assert [action for action, _ in commands(since)] == [
+        "speak",
+        "transcription_start",
+        "speak",
+        "transcription_stop",
+    ]
+
+
+@respx.mock
+async def test_after_a_restart_a_refused_transcription_start_does_not_fail_the_prompt(
+    adapter: TelnyxTelephony,
+) -> None:
+    # A call this adapter instance never placed or answered: Telnyx may still be
+    # transcribing it from before the restart, and refuse a second start.
+    respx.post(action_url("speak")).mock(return_value=ok())
+    start = respx.post(action_url("transcription_start")).mock(
+        return_value=httpx.Response(422, json={"errors": [{"code": "90055", "title": "busy"}]})
+    )
+    await adapter.play(live_call(), prompt(line("u1", "Still there?")))
+    await adapter.play(live_call(), prompt(line("u2", "Hello?")))
+    assert start.call_count == 1
+
+
+@respx.mock
+async def test_play_on_an_ended_call_is_rejected(adapter: TelnyxTelephony) -> None:
+    respx.post(action_url("speak")).mock(return_value=already_ended())
+    with pytest.raises(CarrierRejected):
+        await adapter.play(live_call(), prompt(line("u1", "hello?")))
+
+
+@respx.mock
+async def test_commands_other_than_speak_get_a_fresh_command_id(adapter: TelnyxTelephony) -> None:
+    route = respx.post(action_url("hangup")).mock(return_value=ok())
+    await adapter.hangup(live_call())
+    await adapter.hangup(live_call())
     assert sent_json(route, 0)["command_id"] != sent_json(route, 1)["command_id"]
 
 
@@ -248,79 +481,6 @@ def test_voice_mapping() -> None:
     assert telnyx_voice("Azure.en-US-AvaNeural") == "Azure.en-US-AvaNeural"
     assert telnyx_voice("female") == "female"
     assert telnyx_voice("no-such-voice") == DEFAULT_TELNYX_VOICE
-
-
-@respx.mock
-async def test_listen_starts_final_only_transcription_once_per_turn(
-    adapter: TelnyxTelephony,
-) -> None:
-    start = respx.post(action_url("transcription_start")).mock(return_value=ok())
-    stop = respx.post(action_url("transcription_stop")).mock(return_value=ok())
-    speak = respx.post(action_url("speak")).mock(return_value=ok())
-    await adapter.listen(live_call())
-    await adapter.listen(live_call())  # already listening: no second start
-    assert start.call_count == 1
-    body = sent_json(start)
-    assert body["transcription_engine"] == "Google"
-    assert body["transcription_engine_config"]["interim_results"] is False
-    assert body["transcription_engine_config"]["language"] == "en"
-    assert body["transcription_tracks"] == "inbound"
-    assert decode_client_state(body["client_state"]) == CALL_ID
-    # The next prompt stops transcription first; the next listen starts it again.
-    await adapter.speak(live_call(), "Next question?", None)
-    assert stop.call_count == 1 and speak.call_count == 1
-    assert stop.calls.last.request.headers["authorization"] == f"Bearer {API_KEY}"
-    await adapter.listen(live_call())
-    assert start.call_count == 2
-
-
-@respx.mock
-async def test_a_refused_transcription_stop_does_not_block_the_prompt(
-    adapter: TelnyxTelephony,
-) -> None:
-    respx.post(action_url("transcription_start")).mock(return_value=ok())
-    respx.post(action_url("transcription_stop")).mock(return_value=httpx.Response(422, json={}))
-    speak = respx.post(action_url("speak")).mock(return_value=ok())
-    await adapter.listen(live_call())
-    await adapter.speak(live_call(), "Still here.", None)
-    assert speak.call_count == 1
-
-
-@respx.mock
-async def test_a_fresh_call_speaks_without_stopping_anything(adapter: TelnyxTelephony) -> None:
-    respx.post(f"{API}/calls").mock(
-        return_value=httpx.Response(200, json={"data": {"call_control_id": PID}})
-    )
-    stop = respx.post(action_url("transcription_stop")).mock(return_value=ok())
-    speak = respx.post(action_url("speak")).mock(return_value=ok())
-    await adapter.dial(
-        DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.NOTIFY, "hi", 30)
-    )
-    await adapter.speak(live_call(), "hi", None)
-    assert speak.call_count == 1 and stop.call_count == 0
-
-
-@respx.mock
-async def test_after_a_restart_the_first_prompt_stops_transcription_to_be_sure(
-    adapter: TelnyxTelephony,
-) -> None:
-    # A call this adapter instance never placed or answered: Telnyx may still be
-    # transcribing it from before the restart.
-    stop = respx.post(action_url("transcription_stop")).mock(return_value=ok())
-    speak = respx.post(action_url("speak")).mock(return_value=ok())
-    await adapter.speak(live_call(), "Still there?", None)
-    await adapter.speak(live_call(), "Hello?", None)
-    assert stop.call_count == 1 and speak.call_count == 2
-    order = [call.request.url.path.rsplit("/", 1)[-1] for call in respx.calls]
-    assert order == ["transcription_stop", "speak", "speak"]
-
-
-@respx.mock
-async def test_speak_on_an_ended_call_is_rejected(adapter: TelnyxTelephony) -> None:
-    respx.post(action_url("transcription_stop")).mock(return_value=already_ended())
-    respx.post(action_url("speak")).mock(return_value=already_ended())
-    with pytest.raises(CarrierRejected):
-        await adapter.speak(live_call(), "hello?", None)
 
 
 @respx.mock
@@ -488,6 +648,47 @@ async def test_hangup_causes(adapter: TelnyxTelephony, cause: str | None, state:
     assert f"hangup_cause={cause or 'none'}" in (parsed.detail or "")
 
 
+@respx.mock
+@pytest.mark.parametrize(
+    ("direction", "source", "cause", "state"),
+    [
+        # We dialled: the callee is the person, we are the caller.
+        (CallDirection.OUTBOUND, "callee", "normal_clearing", CallState.HANGUP_USER),
+        (CallDirection.OUTBOUND, "caller", "normal_clearing", CallState.COMPLETED),
+        (CallDirection.OUTBOUND, "caller", "originator_cancel", CallState.HANGUP_BOT),
+        (CallDirection.OUTBOUND, "unknown", "normal_clearing", CallState.COMPLETED),
+        (CallDirection.OUTBOUND, "callee", "user_busy", CallState.BUSY),
+        # We answered: the caller is the person.
+        (CallDirection.INBOUND, "caller", "normal_clearing", CallState.HANGUP_USER),
+        (CallDirection.INBOUND, "caller", "originator_cancel", CallState.HANGUP_USER),
+        (CallDirection.INBOUND, "callee", "normal_clearing", CallState.COMPLETED),
+        # Direction not known (a restart): the cause alone decides.
+        (None, "callee", "normal_clearing", CallState.COMPLETED),
+    ],
+)
+async def test_hangup_source_says_who_put_the_phone_down(
+    adapter: TelnyxTelephony,
+    direction: CallDirection | None,
+    source: str,
+    cause: str,
+    state: CallState,
+) -> None:
+    if direction is CallDirection.OUTBOUND:
+        respx.post(f"{API}/calls").mock(
+            return_value=httpx.Response(200, json={"data": {"call_control_id": PID}})
+        )
+        await adapter.dial(
+            DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.NOTIFY, "hi", 30)
+        )
+    elif direction is CallDirection.INBOUND:
+        respx.post(action_url("answer")).mock(return_value=ok())
+        await adapter.answer(live_call(CallDirection.INBOUND))
+    payload = {"hangup_cause": cause, "hangup_source": source}
+    [parsed] = await adapter.parse_webhook(webhook(event("call.hangup", payload)))
+    assert isinstance(parsed, CallEnded) and parsed.reason is state
+    assert f"hangup_source={source}" in (parsed.detail or "")
+
+
 async def test_final_transcription_is_speech(adapter: TelnyxTelephony) -> None:
     payload = {
         "client_state": encode_client_state(CALL_ID),
@@ -506,6 +707,7 @@ async def test_interim_transcription_is_not_final(adapter: TelnyxTelephony) -> N
     assert isinstance(parsed, CallSpeech) and parsed.is_final is False
 
 
+# Speak webhooks of a call we sent no speak on (a restart) cannot be told apart: nothing.
 @pytest.mark.parametrize("event_type", ["call.speak.started", "call.speak.ended", "call.bridged"])
 async def test_acknowledged_events_change_nothing(
     adapter: TelnyxTelephony, event_type: str
