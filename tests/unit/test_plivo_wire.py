@@ -8,8 +8,10 @@ live call / a CDR, Cancel a queued call) and the XML reference (GetInput action 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 from xml.etree import ElementTree
@@ -27,12 +29,16 @@ from voicecall.domain.events import (
     CallAnswered,
     CallDtmf,
     CallEnded,
+    CallEvent,
     CallInitiated,
     CallRinging,
     CallSilence,
     CallSpeech,
+    SpeechPlayed,
+    SpeechStarted,
 )
 from voicecall.domain.ports import CarrierStatusKind, DialRequest
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.domain.webhook import WebhookRequest
 from voicecall.testing.clock import FakeClock
 
@@ -172,72 +178,6 @@ async def test_dial_timeout_is_transient(adapter: PlivoTelephony) -> None:
 
 
 @respx.mock
-async def test_speak_then_listen_transfers_the_call_once(adapter: PlivoTelephony) -> None:
-    route = respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(
-        return_value=httpx.Response(202, json={"message": "call transferred"})
-    )
-    call = live_call()
-    await adapter.speak(call, "Hello there.", "alloy")
-    await adapter.listen(call)
-    assert route.call_count == 1  # the listen rides on the fetch the transfer triggered
-    sent = route.calls.last.request
-    assert basic_auth(sent) == f"{AUTH_ID}:{AUTH_TOKEN}"
-    body = json.loads(sent.content)
-    assert body["legs"] == "aleg" and body["aleg_method"] == "POST"
-    assert query_of(body["aleg_url"]) == {"callId": "call-1", "kind": "xml"}
-
-    # Plivo fetches aleg_url: we serve the speech inside a speech GetInput.
-    fetch = webhook(
-        {"CallUUID": CALL_UUID, "CallStatus": "in-progress", "Direction": "outbound"},
-        query={"callId": "call-1", "kind": "xml"},
-    )
-    events = await adapter.parse_webhook(fetch)
-    assert [type(e) for e in events] == [CallActive]
-    answer = adapter.webhook_response(fetch, [call])
-    assert answer.status == 200 and answer.content_type == "application/xml"
-    root = ElementTree.fromstring(answer.body)
-    gather, redirect = list(root)
-    assert gather.tag == "GetInput" and gather.get("inputType") == "speech"
-    assert gather.get("method") == "POST"
-    action = query_of(gather.get("action") or "")
-    assert action["kind"] == "input" and action["callId"] == "call-1" and action["turn"]
-    [speak] = list(gather)
-    assert speak.tag == "Speak" and speak.text == "Hello there."
-    assert speak.get("voice") == "Polly.Joanna"
-    assert redirect.tag == "Redirect" and query_of(redirect.text or "")["kind"] == "xml"
-
-
-@respx.mock
-async def test_listening_call_is_transferred_again_for_new_speech(
-    adapter: PlivoTelephony,
-) -> None:
-    route = respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(return_value=httpx.Response(202))
-    call = live_call()
-    await adapter.listen(call)
-    fetch = webhook({"CallUUID": CALL_UUID}, query={"callId": "call-1", "kind": "xml"})
-    await adapter.parse_webhook(fetch)
-    adapter.webhook_response(fetch, [call])
-    await adapter.speak(call, "One more thing.", None)
-    assert route.call_count == 2
-
-
-@respx.mock
-async def test_transfer_of_an_ended_call_is_rejected(adapter: PlivoTelephony) -> None:
-    respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(
-        return_value=httpx.Response(404, json={"error": "not found"})
-    )
-    with pytest.raises(CarrierRejected):
-        await adapter.speak(live_call(), "hi", None)
-
-
-@respx.mock
-async def test_transfer_5xx_is_transient(adapter: PlivoTelephony) -> None:
-    respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(return_value=httpx.Response(502))
-    with pytest.raises(TransientError):
-        await adapter.listen(live_call())
-
-
-@respx.mock
 async def test_hangup_deletes_the_call(adapter: PlivoTelephony) -> None:
     route = respx.delete(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(return_value=httpx.Response(204))
     await adapter.hangup(live_call())
@@ -357,37 +297,6 @@ async def test_outbound_answer_webhook(adapter: PlivoTelephony) -> None:
     assert again[0].key() == event.key()
 
 
-async def test_answer_webhook_serves_queued_speech_without_rest(adapter: PlivoTelephony) -> None:
-    request = webhook(
-        {"CallUUID": CALL_UUID, "CallStatus": "in-progress", "Direction": "outbound"},
-        query={"callId": "call-1", "kind": "answer"},
-    )
-    await adapter.parse_webhook(request)
-    call = live_call(state=CallState.SPEAKING)
-    with respx.mock:  # any REST call here would fail the test
-        await adapter.speak(call, "The build is green.", None)
-    answer = adapter.webhook_response(request, [call])
-    root = ElementTree.fromstring(answer.body)
-    assert [child.tag for child in root] == ["Speak", "Redirect"]
-    assert root[0].text == "The build is green."
-
-
-async def test_a_retried_answer_fetch_gets_the_first_document_again(
-    adapter: PlivoTelephony,
-) -> None:
-    request = webhook(
-        {"CallUUID": CALL_UUID, "CallStatus": "in-progress", "Direction": "outbound"},
-        query={"callId": "call-1", "kind": "answer"},
-    )
-    await adapter.parse_webhook(request)
-    call = live_call(state=CallState.LISTENING)
-    await adapter.speak(call, "Hello there.", None)
-    await adapter.listen(call)
-    first = adapter.webhook_response(request, [call])
-    await adapter.parse_webhook(request)  # Plivo retries with a fresh nonce
-    assert adapter.webhook_response(request, [call]).body == first.body
-
-
 async def test_inbound_answer_webhook(adapter: PlivoTelephony) -> None:
     request = webhook(
         {
@@ -419,7 +328,7 @@ async def test_rejected_inbound_call_is_answered_with_hangup_rejected(
     call = live_call()
     call.direction = CallDirection.INBOUND
     with respx.mock:  # rejecting inside the answer webhook is XML, not REST
-        await adapter.reject(call)
+        await adapter.reject(call, reply_to=request)
     call.transition(CallState.HANGUP_BOT, 2.0, detail="rejected: not allowed")
     answer = adapter.webhook_response(request, [call])
     assert answer.body == b'<Response><Hangup reason="rejected"/></Response>'
@@ -439,6 +348,17 @@ async def test_ring_webhook(adapter: PlivoTelephony) -> None:
     ("fields", "reason"),
     [
         ({"CallStatus": "completed", "HangupSource": "Callee"}, CallState.HANGUP_USER),
+        ({"CallStatus": "completed", "HangupSource": "Call recipient"}, CallState.HANGUP_USER),
+        ({"CallStatus": "completed", "HangupSource": "Caller"}, CallState.HANGUP_USER),
+        ({"CallStatus": "completed", "HangupSource": "Answer XML"}, CallState.COMPLETED),
+        (
+            {
+                "CallStatus": "completed",
+                "HangupSource": "Answer XML",
+                "HangupCauseName": "Rejected",
+            },
+            CallState.HANGUP_BOT,
+        ),
         ({"CallStatus": "completed", "HangupSource": "API Request"}, CallState.HANGUP_BOT),
         ({"CallStatus": "completed", "HangupCauseName": "End Of XML Instructions"}, None),
         ({"CallStatus": "busy", "HangupCause": "USER_BUSY"}, CallState.BUSY),
@@ -480,13 +400,14 @@ async def test_speech_input_webhook(adapter: PlivoTelephony) -> None:
             "Digits": "",
             "SpeechConfidenceScore": "0.91",
         },
-        query={"callId": "call-1", "kind": "input", "turn": "t1"},
+        query={"callId": "call-1", "kind": "input", "doc": "t1", "after": "u-prompt"},
     )
     active, speech = await adapter.parse_webhook(request)
     assert isinstance(active, CallActive)
     assert isinstance(speech, CallSpeech)
     assert speech.transcript == "Noon works." and speech.is_final
     assert speech.confidence == pytest.approx(0.91)
+    assert speech.heard_after == "u-prompt"
     assert speech.dedupe_key == f"plivo:{CALL_UUID}:input:t1"
     # Answered with XML that keeps the call up, not an empty document (which hangs up).
     root = ElementTree.fromstring(adapter.webhook_response(request, [live_call()]).body)
@@ -496,12 +417,12 @@ async def test_speech_input_webhook(adapter: PlivoTelephony) -> None:
 async def test_digits_and_silence_input_webhooks(adapter: PlivoTelephony) -> None:
     digits = webhook(
         {"CallUUID": CALL_UUID, "InputType": "dtmf", "Digits": "42", "Speech": ""},
-        query={"callId": "call-1", "kind": "input", "turn": "t2"},
+        query={"callId": "call-1", "kind": "input", "doc": "t2"},
     )
     assert isinstance((await adapter.parse_webhook(digits))[1], CallDtmf)
     nothing = webhook(
         {"CallUUID": CALL_UUID, "InputType": "speech", "Digits": "", "Speech": ""},
-        query={"callId": "call-1", "kind": "input", "turn": "t3"},
+        query={"callId": "call-1", "kind": "input", "doc": "t3"},
     )
     assert isinstance((await adapter.parse_webhook(nothing))[1], CallSilence)
 
@@ -515,7 +436,7 @@ async def test_interim_speech_is_not_final(adapter: PlivoTelephony) -> None:
             "Stability": "0.4",
         }
         | {"SequenceNumber": "3"},
-        query={"callId": "call-1", "kind": "partial", "turn": "t1"},
+        query={"callId": "call-1", "kind": "partial", "doc": "t1"},
     )
     [event] = await adapter.parse_webhook(request)
     assert isinstance(event, CallSpeech) and not event.is_final
@@ -552,3 +473,233 @@ def test_openai_voices_map_to_polly() -> None:
     assert native_voice("onyx") == "Polly.Matthew"
     assert native_voice("Polly.Amy") == "Polly.Amy"
     assert native_voice(None) is None and native_voice("unknown-voice") is None
+
+
+# ------------------------------------------------------------------ speech: the documents we serve
+#
+# One document per turn, at most one line not yet played in it; the URL after the line names
+# it, so Plivo's next fetch says it was played. Expected bytes are what Plivo's XML reference
+# documents: <GetInput> with the prompt nested (https://plivo.com/docs/voice/xml/getinput),
+# <Speak> then <Redirect>, <Wait length> then <Hangup>.
+
+
+def prompt(utterance_id: str, text: str, voice: str | None = None) -> Playback:
+    return Playback(lines=(SpokenLine(utterance_id, text, voice),), then=AfterSpeech.LISTEN)
+
+
+def notify(utterance_id: str, text: str, hold_s: float) -> Playback:
+    return Playback(
+        lines=(SpokenLine(utterance_id, text),), then=AfterSpeech.HANGUP, hangup_after_s=hold_s
+    )
+
+
+def url(**query: str) -> str:
+    return f"{PUBLIC}?{urlencode({'callId': 'call-1'} | query)}".replace("&", "&amp;")
+
+
+def fetch(**query: str) -> WebhookRequest:
+    return webhook(
+        {"CallUUID": CALL_UUID, "CallStatus": "in-progress", "Direction": "outbound"},
+        query={"callId": "call-1"} | query,
+    )
+
+
+class Sink:
+    """The service's event sink, as the adapter sees it: records what it was given."""
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+
+    async def __call__(self, events: Sequence[CallEvent]) -> None:
+        self.events.extend(events)
+
+
+async def answered(adapter: PlivoTelephony) -> tuple[WebhookRequest, Call, Sink]:
+    sink = Sink()
+    adapter.bind(sink)
+    answer = fetch(kind="answer")
+    assert [type(e) for e in await adapter.parse_webhook(answer)] == [CallAnswered]
+    return answer, live_call(state=CallState.ANSWERED), sink
+
+
+async def test_a_prompt_is_a_getinput_with_the_speak_nested(adapter: PlivoTelephony) -> None:
+    answer, call, sink = await answered(adapter)
+    with respx.mock:  # inside the answer fetch: XML, no REST
+        await adapter.play(call, prompt("u1", "Can you talk?", "alloy"), reply_to=answer)
+    body = adapter.webhook_response(answer, [call]).body
+    assert (
+        body
+        == (
+            "<Response>"
+            f'<GetInput action="{url(kind="input", doc="1", played="u1", after="u1")}" '
+            'method="POST" inputType="speech" executionTimeout="15" redirect="true">'
+            '<Speak voice="Polly.Joanna">Can you talk?</Speak>'
+            "</GetInput>"
+            '<Redirect method="POST">'
+            f"{url(kind='xml', doc='1', played='u1', after='u1', silence='1')}</Redirect>"
+            "</Response>"
+        ).encode()
+    )
+    await asyncio.sleep(0)
+    assert sink.events == [
+        SpeechStarted(
+            call_id="call-1",
+            provider_call_id=CALL_UUID,
+            utterance_id="u1",
+            dedupe_key=f"plivo:{CALL_UUID}:started:u1",
+        )
+    ]
+    # The caller answers over the prompt: the prompt is played and the reply names it.
+    reply = webhook(
+        {"CallUUID": CALL_UUID, "InputType": "speech", "Speech": "Yes.", "Digits": ""},
+        query={"callId": "call-1", "kind": "input", "doc": "1", "played": "u1", "after": "u1"},
+    )
+    active, played, speech = await adapter.parse_webhook(reply)
+    assert isinstance(active, CallActive)
+    assert isinstance(played, SpeechPlayed) and played.utterance_id == "u1"
+    assert isinstance(speech, CallSpeech) and speech.heard_after == "u1"
+    # Listening is over; the line is kept open and silent until there is more to say.
+    assert (
+        adapter.webhook_response(reply, [call]).body
+        == (
+            f'<Response><Wait length="60"/><Redirect method="POST">{url(kind="xml", doc="2")}'
+            "</Redirect></Response>"
+        ).encode()
+    )
+
+
+async def test_silence_falls_through_to_a_redirect_that_listens_again(
+    adapter: PlivoTelephony,
+) -> None:
+    answer, call, _ = await answered(adapter)
+    await adapter.play(call, prompt("u1", "Still there?"), reply_to=answer)
+    adapter.webhook_response(answer, [call])
+    # GetInput heard nothing within executionTimeout: Plivo runs the next element.
+    silence = fetch(kind="xml", doc="1", played="u1", after="u1", silence="1")
+    events = await adapter.parse_webhook(silence)
+    assert [type(e) for e in events] == [CallActive, SpeechPlayed, CallSilence]
+    assert (
+        adapter.webhook_response(silence, [call]).body
+        == (
+            f'<Response><GetInput action="{url(kind="input", doc="2", after="u1")}" '
+            'method="POST" inputType="speech" executionTimeout="15" redirect="true"/>'
+            f'<Redirect method="POST">{url(kind="xml", doc="2", silence="1", after="u1")}'
+            "</Redirect></Response>"
+        ).encode()
+    )
+
+
+async def test_a_notify_message_is_speak_then_redirect_then_hold_and_hang_up(
+    adapter: PlivoTelephony,
+) -> None:
+    answer, call, _ = await answered(adapter)
+    call.mode = CallMode.NOTIFY
+    await adapter.play(call, notify("u1", "The build is green.", 2.0), reply_to=answer)
+    assert (
+        adapter.webhook_response(answer, [call]).body
+        == (
+            "<Response><Speak>The build is green.</Speak>"
+            f'<Redirect method="POST">{url(kind="xml", doc="1", played="u1")}</Redirect>'
+            "</Response>"
+        ).encode()
+    )
+    # The Redirect fetch is the news that the message was heard whole.
+    heard = fetch(kind="xml", doc="1", played="u1")
+    active, played = await adapter.parse_webhook(heard)
+    assert isinstance(active, CallActive)
+    assert isinstance(played, SpeechPlayed) and played.utterance_id == "u1"
+    assert played.dedupe_key == f"plivo:{CALL_UUID}:played:u1"
+    body = adapter.webhook_response(heard, [call]).body
+    assert body == b'<Response><Wait length="2"/><Hangup/></Response>'
+
+
+async def test_a_line_asked_for_while_another_plays_joins_the_next_fetch(
+    adapter: PlivoTelephony,
+) -> None:
+    answer, call, _ = await answered(adapter)
+    await adapter.play(call, prompt("u1", "Hello there."), reply_to=answer)
+    adapter.webhook_response(answer, [call])
+    with respx.mock:  # u1 is playing: no transfer, which would cut it
+        await adapter.play(call, prompt("u2", "First of two."))
+        await adapter.play(call, prompt("u3", "Second of two."))
+    # The caller answers the opening: the next line rides on that fetch, alone.
+    reply = webhook(
+        {"CallUUID": CALL_UUID, "InputType": "speech", "Speech": "Hi.", "Digits": ""},
+        query={"callId": "call-1", "kind": "input", "doc": "1", "played": "u1", "after": "u1"},
+    )
+    await adapter.parse_webhook(reply)
+    assert (
+        adapter.webhook_response(reply, [call]).body
+        == (
+            "<Response><Speak>First of two.</Speak>"
+            f'<Redirect method="POST">{url(kind="xml", doc="2", played="u2")}</Redirect>'
+            "</Response>"
+        ).encode()
+    )
+    after_first = fetch(kind="xml", doc="2", played="u2")
+    await adapter.parse_webhook(after_first)
+    root = ElementTree.fromstring(adapter.webhook_response(after_first, [call]).body)
+    gather, _redirect = list(root)
+    assert gather.tag == "GetInput" and [s.text for s in gather] == ["Second of two."]
+    assert query_of(gather.get("action") or "")["after"] == "u3"
+
+
+@respx.mock
+async def test_a_transfer_is_used_only_when_nothing_plays(adapter: PlivoTelephony) -> None:
+    route = respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(
+        return_value=httpx.Response(202, json={"message": "call transferred"})
+    )
+    answer, call, _ = await answered(adapter)
+    await adapter.play(call, prompt("u1", "Hello there."), reply_to=answer)
+    adapter.webhook_response(answer, [call])
+    reply = webhook(
+        {"CallUUID": CALL_UUID, "InputType": "speech", "Speech": "Hi.", "Digits": ""},
+        query={"callId": "call-1", "kind": "input", "doc": "1", "played": "u1", "after": "u1"},
+    )
+    await adapter.parse_webhook(reply)
+    adapter.webhook_response(reply, [call])  # parked in <Wait>: nothing plays
+    assert route.call_count == 0
+
+    await adapter.play(call, prompt("u2", "One more thing."))
+    assert route.call_count == 1
+    sent = route.calls.last.request
+    assert basic_auth(sent) == f"{AUTH_ID}:{AUTH_TOKEN}"
+    body = json.loads(sent.content)
+    assert body["legs"] == "aleg" and body["aleg_method"] == "POST"
+    token = query_of(body["aleg_url"])["doc"]
+    assert query_of(body["aleg_url"]) == {"callId": "call-1", "kind": "xml", "doc": token}
+
+    # A GetInput action from the document the transfer abandoned crosses it: the caller's
+    # words still count, but its answer (which Plivo drops) takes nothing from the queue.
+    crossing = webhook(
+        {"CallUUID": CALL_UUID, "InputType": "speech", "Speech": "Wait!", "Digits": ""},
+        query={"callId": "call-1", "kind": "input", "doc": "2", "after": "u1"},
+    )
+    events = await adapter.parse_webhook(crossing)
+    assert any(isinstance(e, CallSpeech) and e.transcript == "Wait!" for e in events)
+    stale = ElementTree.fromstring(adapter.webhook_response(crossing, [call]).body)
+    assert [child.tag for child in stale] == ["Wait", "Redirect"]
+
+    transferred = fetch(kind="xml", doc=token)
+    await adapter.parse_webhook(transferred)
+    root = ElementTree.fromstring(adapter.webhook_response(transferred, [call]).body)
+    assert [s.text for s in root[0]] == ["One more thing."]
+    # Playing again: the next line waits for Plivo's next fetch.
+    await adapter.play(call, prompt("u3", "And another."))
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_transfer_of_an_ended_call_is_rejected(adapter: PlivoTelephony) -> None:
+    respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(
+        return_value=httpx.Response(404, json={"error": "not found"})
+    )
+    with pytest.raises(CarrierRejected):
+        await adapter.play(live_call(), prompt("u1", "hi"))
+
+
+@respx.mock
+async def test_transfer_5xx_is_transient(adapter: PlivoTelephony) -> None:
+    respx.post(f"{ACCOUNT}/Call/{CALL_UUID}/").mock(return_value=httpx.Response(502))
+    with pytest.raises(TransientError):
+        await adapter.play(live_call(), prompt("u1", "hi"))
