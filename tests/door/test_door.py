@@ -521,3 +521,36 @@ async def test_behind_a_proxy(
     assert response.status_code == status
     assert await door.transcript() == (["turn 1"] if status == 200 else [])
     await door.stop()
+
+
+async def test_rfc8032_key_through_the_door(tmp_path: Path) -> None:
+    # RFC 8032 test vector 1's key pair behind the door. Its own signature covers the empty
+    # message, never a Telnyx payload ("{timestamp}|{body}"), so the request is signed with
+    # the vector's secret key over the payload by an independent implementation (OpenSSL, via
+    # cryptography) that reproduces vector 1 (tests/unit/test_carrier_signatures.py).
+    import base64
+
+    from tests.unit.test_carrier_signatures import (
+        RFC8032_PUBLIC_B64,
+        RFC8032_SIGNATURE,
+        rfc8032_sign,
+    )
+
+    def verifier(config: AppConfig) -> TelnyxSignatureVerifier:
+        return TelnyxSignatureVerifier(RFC8032_PUBLIC_B64, clock_now=lambda: float(NOW))
+
+    door = await open_door(tmp_path, "telnyx", verifier)
+    headers = {
+        "content-type": "application/json",
+        "telnyx-timestamp": str(NOW),
+        "telnyx-signature-ed25519": base64.b64encode(
+            rfc8032_sign(f"{NOW}|".encode() + TELNYX_BODY)
+        ).decode(),
+    }
+    assert (await door.post("/voice/webhook", TELNYX_BODY, headers)).status_code == 200
+    tampered = TELNYX_BODY.replace(b"e1", b"e2")
+    assert (await door.post("/voice/webhook", tampered, headers)).status_code == 401
+    vector = {**headers, "telnyx-signature-ed25519": base64.b64encode(RFC8032_SIGNATURE).decode()}
+    assert (await door.post("/voice/webhook", b"", vector)).status_code == 401
+    assert door.carrier.applied == [TELNYX_BODY]
+    await door.stop()

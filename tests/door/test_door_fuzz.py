@@ -1,9 +1,14 @@
 """Property-based requests at the door: whatever arrives, never a 5xx, and without a valid
-signature never a state change."""
+signature never a state change.
+
+This fuzz mostly exercises the router (404/405) and the missing-header refusal; the one that
+reaches signature verification is ``test_door_signed_fuzz.py``. One door serves all examples:
+nothing here may change its state (that is the assertion), so examples cannot affect each other.
+"""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from .conftest import Door
@@ -57,6 +62,7 @@ async def test_random_requests_never_5xx_and_never_change_state(
         response = await door_under_fuzz.client.request(method, path, content=body, headers=headers)
     except UnicodeEncodeError:
         return  # httpx itself refuses such headers; nothing reached the server
+    event(f"status {response.status_code}")  # see --hypothesis-show-statistics
     assert response.status_code < 500, (response.status_code, response.text)
     assert door_under_fuzz.carrier.applied == []
     assert await door_under_fuzz.transcript() == []
