@@ -148,6 +148,9 @@ def test_notify_call_completes_and_the_callee_heard_it(plivo: PlivoRig) -> None:
     assert call["provider"] == "plivo" and call["endReason"] == "completed"
     sim_call = plivo.sim_call(call["providerCallId"])
     assert sim_call["heard"] == ["Your order shipped."]
+    [played] = sim_call["played"]
+    assert played["whole"] and played["endedAt"] > played["startedAt"]  # heard whole, then hung up
+    assert sim_call["endedAt"] >= played["endedAt"]
     assert sim_call["to"] == CALLEE.lstrip("+")
     # The request_uuid was replaced by the call's own CallUUID from the first webhook.
     assert call["providerCallId"] == sim_call["callUuid"] != sim_call["requestUuid"]
