@@ -61,6 +61,10 @@ class TelnyxSim:
                     "100",
                     "--reply-delay-ms",
                     "150",
+                    # Speech still takes time, in real time; three times the usual pace keeps
+                    # the agent's answers to five lines well inside the timeouts.
+                    "--chars-per-sec",
+                    "45",
                     "--replies",
                     *LINES,
                 ],
@@ -190,8 +194,9 @@ def test_inbound_allowlisted_is_answered_and_a_stranger_rejected_once(
     [accepted] = gateway.cli_json("list")["calls"]
     assert accepted["direction"] == "inbound" and accepted["from"] == ALLOWED
     assert accepted["providerCallId"] == accepted_pid
-    # The agent answers each line until the caller runs out of things to say and hangs up.
-    final = gateway.wait_state(accepted["callId"], "completed", timeout=20)
+    # The agent answers each line until the caller runs out of things to say and hangs up:
+    # call.hangup's hangup_source "caller" on a call we answered is the person, so hangup-user.
+    final = gateway.wait_state(accepted["callId"], "hangup-user", timeout=30)
     heard = sim.call(accepted_pid)["heard"]
     assert heard[0] == GREETING
     assert len(heard) == len(LINES) + 1
