@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("serve", parents=[common], help="run the gateway in the foreground")
+    commands.add_parser(
+        "mcp", parents=[common], help="the voice_call tool for MCP hosts, on stdio (needs serve)"
+    )
 
     call = commands.add_parser("call", parents=[common], help="place an outbound call")
     call.add_argument("--to", help="E.164 number (default: toNumber)")
@@ -136,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         from voicecall.entrypoints.server import serve
 
         return serve(config)
+    if args.command == "mcp":
+        from voicecall.entrypoints.mcp_server import run_stdio
+
+        return run_stdio(config)
     if args.command == "expose":
         from voicecall.entrypoints.expose import ExposeError, expose
 

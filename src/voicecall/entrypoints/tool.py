@@ -1,21 +1,30 @@
-"""The ``voice_call`` agent tool: a JSON schema and a dispatcher that answers with data."""
+"""The ``voice_call`` agent tool: one definition (name, description, JSON schema, the action
+table) shared by every host that offers it, the gateway plugin and the MCP server alike."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from voicecall.domain.errors import CallerError
 from voicecall.entrypoints.rpc import RpcMethods
 
-__all__ = ["VOICE_CALL_TOOL_SCHEMA", "VoiceCallTool"]
+__all__ = ["VOICE_CALL_TOOL_SCHEMA", "VoiceCallTool", "voice_call_request"]
 
 VOICE_CALL_TOOL_SCHEMA: dict[str, Any] = {
     "name": "voice_call",
     "description": (
-        "Make and control phone calls. initiate_call places a call (mode 'notify' speaks the "
-        "message and hangs up; 'conversation' keeps the line open), continue_call speaks and "
-        "returns what the callee said next, speak_to_user speaks without waiting, end_call "
-        "hangs up, get_status reports a call's state and transcript."
+        "Make and control real phone calls. Phone numbers are E.164 (+ then country code and "
+        "number, no spaces, e.g. +15551234567). "
+        "initiate_call places a call and returns its callId at once: mode 'notify' speaks "
+        "the message and hangs up (use it for a one-way announcement or reminder); mode "
+        "'conversation' speaks the message and keeps the line open for continue_call. "
+        "continue_call speaks the message, then blocks until the callee answers and returns "
+        "what they said (as 'transcript'); it can take minutes and fails if nobody speaks "
+        "within the configured transcriptTimeoutMs. "
+        "speak_to_user speaks on a live call without waiting for an answer. "
+        "end_call hangs up. get_status returns a call's state and full transcript. "
+        "Failures come back as an error with a code and a message, not as a crash."
     ),
     "parameters": {
         "type": "object",
@@ -29,11 +38,34 @@ VOICE_CALL_TOOL_SCHEMA: dict[str, Any] = {
                     "end_call",
                     "get_status",
                 ],
+                "description": "What to do.",
             },
-            "message": {"type": "string", "description": "What to say."},
-            "to": {"type": "string", "description": "E.164 number; defaults to toNumber."},
-            "mode": {"type": "string", "enum": ["notify", "conversation"]},
-            "callId": {"type": "string", "description": "The call to act on."},
+            "message": {
+                "type": "string",
+                "description": (
+                    "What to say aloud (initiate_call, continue_call, speak_to_user). Plain "
+                    "spoken sentences: no markdown, lists or links."
+                ),
+            },
+            "to": {
+                "type": "string",
+                "description": (
+                    "initiate_call only: the E.164 number to call; defaults to the configured "
+                    "toNumber."
+                ),
+            },
+            "mode": {
+                "type": "string",
+                "enum": ["notify", "conversation"],
+                "description": (
+                    "initiate_call only: 'notify' speaks and hangs up, 'conversation' keeps "
+                    "the line open; defaults to the configured outbound mode."
+                ),
+            },
+            "callId": {
+                "type": "string",
+                "description": "The callId from initiate_call (all actions but initiate_call).",
+            },
         },
         "required": ["action"],
         "additionalProperties": False,
@@ -49,6 +81,25 @@ _ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def voice_call_request(arguments: Any) -> tuple[str, dict[str, Any]]:
+    """The gateway RPC method and params one ``voice_call`` invocation stands for.
+
+    Raises:
+        CallerError: the arguments are not an object, the action is unknown, or the action
+            was given parameters it does not take.
+    """
+    if not isinstance(arguments, Mapping):
+        raise CallerError("arguments must be an object")
+    action = arguments.get("action")
+    if action not in _ACTIONS:
+        raise CallerError(f"unknown action {action!r}; use one of {', '.join(_ACTIONS)}")
+    method, allowed = _ACTIONS[action]
+    extra = sorted(set(arguments) - {"action", *allowed})
+    if extra:
+        raise CallerError(f"{action} does not take: {', '.join(extra)}")
+    return method, {key: arguments[key] for key in allowed if key in arguments}
+
+
 class VoiceCallTool:
     """Runs a ``voice_call`` action; errors come back as ``{"error": …}``, never raised."""
 
@@ -58,16 +109,10 @@ class VoiceCallTool:
         self._rpc = rpc
 
     async def __call__(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
-        if not isinstance(arguments, Mapping):
-            return {"error": "arguments must be an object"}
-        action = arguments.get("action")
-        if action not in _ACTIONS:
-            return {"error": f"unknown action {action!r}; use one of {', '.join(_ACTIONS)}"}
-        method, allowed = _ACTIONS[action]
-        extra = sorted(set(arguments) - {"action", *allowed})
-        if extra:
-            return {"error": f"{action} does not take: {', '.join(extra)}"}
-        params = {key: arguments[key] for key in allowed if key in arguments}
+        try:
+            method, params = voice_call_request(arguments)
+        except CallerError as err:
+            return {"error": err.detail}
         answer = await self._rpc.dispatch(method, params)
         if answer["ok"]:
             payload: dict[str, Any] = answer["payload"]
