@@ -18,6 +18,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import WebSocketDisconnect
 
 from voicecall.domain.ports import EventRecord
+from voicecall.entrypoints.mcp_http import mcp_route
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.rpc import error_envelope
 
@@ -189,7 +190,14 @@ def create_gateway_app(
     if streams is None:  # not ``or``: an empty registry is falsy
         streams = EventStreams()
     return Litestar(
-        route_handlers=[rpc, health, events],
+        route_handlers=[
+            rpc,
+            health,
+            events,
+            # The MCP server for remote agent hosts, behind the same token; its sessions end
+            # with the event streams at shutdown.
+            mcp_route(plugin, lambda presented: _authorised(presented, token), streams.register),
+        ],
         dependencies={
             "plugin": Provide(lambda: plugin, use_cache=True, sync_to_thread=False),
             "token": Provide(lambda: token, use_cache=True, sync_to_thread=False),

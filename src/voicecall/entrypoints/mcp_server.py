@@ -394,12 +394,18 @@ class VoiceCallMcp:
                 )
                 await anyio.sleep(PROGRESS_INTERVAL_S)
 
+        refused: GatewayError | None = None
+        payload: dict[str, Any] = {}
         async with anyio.create_task_group() as group:
             group.start_soon(report)
             try:
                 payload = await self.backend.call(method, params)
+            except GatewayError as err:
+                refused = err  # raised outside, so the task group does not wrap it in a group
             finally:
                 group.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
         return payload
 
     # ------------------------------------------------------------------ resources
