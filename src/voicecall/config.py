@@ -235,6 +235,8 @@ class StreamingConfig:
 
     enabled: bool = False
     stream_path: _UrlPath = "/voice/stream"
+    lead_ms: _NonNegative = 200
+    """How far ahead of real time outbound audio may be sent."""
 
 
 @attrs.frozen

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from dependency_injector import containers, providers
 
 from voicecall.adapters.agent.openai import OpenAIResponder
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
+from voicecall.adapters.speech.offline import ToneSynthesizer, ToneTranscriber
+from voicecall.adapters.store.secret import load_or_create_secret
 from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
 from voicecall.adapters.telephony.plivo import PlivoTelephony
@@ -17,8 +21,9 @@ from voicecall.domain.call import CallMode
 from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy
 from voicecall.services.calls import CallService, CallSettings
 from voicecall.services.events import EventFeed
+from voicecall.services.media import MediaService
 
-__all__ = ["MOCK_FROM_NUMBER", "Container", "build_container", "call_settings"]
+__all__ = ["MOCK_FROM_NUMBER", "Container", "build_container", "call_settings", "stream_url"]
 
 # What the offline mock shows as the bot's number when the config names none.
 MOCK_FROM_NUMBER = "+15550100000"
@@ -46,6 +51,40 @@ def call_settings(config: AppConfig) -> CallSettings:
         transcript_timeout_s=voice.transcript_timeout_ms / 1000,
         response_timeout_s=voice.response_timeout_ms / 1000,
         stale_call_reaper_s=float(voice.stale_call_reaper_seconds),
+        stream_url=stream_url(config),
+    )
+
+
+def stream_url(config: AppConfig) -> str | None:
+    """Where carriers open media streams: the public URL's host over ``wss://`` (``ws://``
+    for plain HTTP) at ``streaming.streamPath``; None with streaming off."""
+    voice = config.voice
+    if not voice.streaming.enabled:
+        return None
+    if voice.public_url:
+        parts = urlsplit(voice.public_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, voice.streaming.stream_path, "", ""))
+    host = voice.serve.bind if voice.serve.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"ws://{host}:{voice.serve.port}{voice.streaming.stream_path}"
+
+
+def _media_service(
+    config: AppConfig,
+    clock: SystemClock,
+    synthesizer: ToneSynthesizer,
+    transcriber: ToneTranscriber,
+) -> MediaService | None:
+    voice = config.voice
+    if not voice.streaming.enabled:
+        return None
+    return MediaService(
+        clock,
+        synthesizer,
+        transcriber,
+        load_or_create_secret(voice.store_path / "stream-secret"),
+        lead_ms=float(voice.streaming.lead_ms),
     )
 
 
@@ -92,6 +131,17 @@ class Container(containers.DeclarativeContainer):
         model=providers.Singleton(OpenAIResponder.from_config, app_config),
     )
 
+    # Until real voices arrive, streams speak and listen through the labelled offline doubles.
+    synthesizer = providers.Singleton(
+        ToneSynthesizer,
+        chars_per_sec=providers.Callable(lambda c: c.voice.mock.speech_chars_per_sec, app_config),
+    )
+    transcriber = providers.Singleton(
+        ToneTranscriber,
+        silence_ms=providers.Callable(lambda c: c.voice.silence_timeout_ms, app_config),
+    )
+    media = providers.Singleton(_media_service, app_config, clock, synthesizer, transcriber)
+
     call_service = providers.Singleton(
         CallService,
         provider=telephony,
@@ -100,6 +150,7 @@ class Container(containers.DeclarativeContainer):
         responder=responder,
         feed=feed,
         settings=providers.Callable(call_settings, app_config),
+        media=media,
     )
 
 

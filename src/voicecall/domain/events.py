@@ -24,8 +24,10 @@ __all__ = [
     "CallSilence",
     "CallSpeaking",
     "CallSpeech",
+    "SpeechCut",
     "SpeechPlayed",
     "SpeechStarted",
+    "StreamStopped",
 ]
 
 
@@ -152,3 +154,27 @@ class CallErrored(CallEvent):
     type: ClassVar[str] = "call.error"
     error: str = ""
     retryable: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SpeechCut(CallEvent):
+    """Playback of an utterance stopped before its end.
+
+    A barge-in (``rest=True``) also drops every line queued after it: the bot stops talking
+    and listens. A media stream that dropped (``rest=False``) cuts only the line in flight;
+    the queued ones play on the next stream.
+    """
+
+    type: ClassVar[str] = "speech.cut"
+    utterance_id: str = ""
+    heard_ms: int | None = None
+    rest: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class StreamStopped(CallEvent):
+    """The call's media stream ended while the call may still be up (Twilio runs the verbs
+    after ``<Connect>`` when the socket closes); the service reconnects or goes native."""
+
+    type: ClassVar[str] = "stream.stopped"
+    reason: str = ""

@@ -5,6 +5,7 @@ Adapters satisfy these structurally; none inherits from them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -13,6 +14,7 @@ import attrs
 
 from voicecall.domain.call import Call, CallMode, CallState
 from voicecall.domain.events import CallEvent
+from voicecall.domain.media import StreamMessage
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
@@ -26,14 +28,18 @@ __all__ = [
     "DialResult",
     "EventRecord",
     "EventSink",
+    "MediaStreaming",
     "Responder",
     "SpeechSynthesizer",
+    "StreamDialect",
+    "StreamRequest",
     "TelephonyProvider",
     "TimerHandle",
     "Transcriber",
     "TranscriberSession",
     "TranscriptEvent",
     "TranscriptKind",
+    "clock_sleep",
 ]
 
 TimerCallback = Callable[[], Awaitable[None] | None]
@@ -57,6 +63,24 @@ class Clock(Protocol):
 
     def schedule(self, delay_s: float, callback: TimerCallback) -> TimerHandle:
         """Run ``callback`` (sync, or async and awaited) ``delay_s`` seconds from now."""
+
+
+async def clock_sleep(clock: Clock, seconds: float) -> None:
+    """Wait ``seconds`` of the clock's time (a fake clock's too): a timer and a future."""
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    timer = clock.schedule(seconds, wake)
+    try:
+        await done
+    finally:
+        timer.cancel()
 
 
 @attrs.frozen
@@ -161,6 +185,51 @@ class TelephonyProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and timers."""
+
+
+@runtime_checkable
+class StreamDialect(Protocol):
+    """One carrier WebSocket's message format, for one connection (it learns the stream id
+    from the start message). Lives in the carrier adapter's ``stream.py``."""
+
+    def parse(self, message: str) -> list[StreamMessage]:
+        """The carrier's text message as stream messages; ``ValueError`` when malformed."""
+
+    def media(self, payload: bytes) -> str:
+        """A message that plays ``payload`` (μ-law) to the caller."""
+
+    def mark(self, name: str) -> str:
+        """A mark the carrier echoes once the audio sent before it has been played."""
+
+    def clear(self) -> str:
+        """A message that drops every byte of audio the carrier has not played yet."""
+
+
+@attrs.frozen
+class StreamRequest:
+    """Where and how the carrier should open a call's media stream."""
+
+    url: str
+    """``wss://`` (``ws://`` over plain HTTP) of the public URL, at ``streaming.streamPath``."""
+    token: str
+    """The single-use stream token, carried as the carrier allows (``<Parameter>`` etc.)."""
+
+
+@runtime_checkable
+class MediaStreaming(Protocol):
+    """A carrier that can carry a call's audio both ways over a WebSocket (SPEC §5)."""
+
+    def stream_dialect(self) -> StreamDialect:
+        """A fresh dialect for one incoming stream connection."""
+
+    async def connect_stream(
+        self, call: Call, stream: StreamRequest, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """Tell the carrier to open the call's stream (TwiML ``<Connect><Stream>`` etc.).
+
+        From then on the call's speech goes over the stream, not through ``play``. When the
+        stream ends while the call lives on, the adapter reports ``stream.stopped``.
+        """
 
 
 @attrs.frozen

@@ -157,6 +157,22 @@ class SpeechQueue:
             changed.append(target)
         return changed
 
+    def cut_at(self, utterance_id: str, at: float, *, rest: bool) -> list[Utterance]:
+        """Stop ``utterance_id`` where it was (lines before it were heard whole); with
+        ``rest``, every line after it is dropped too. Returns what changed, in order."""
+        if self.get(utterance_id) is None:
+            return []
+        changed = self._finish_before(utterance_id, at)
+        after = False
+        for utterance in self.utterances:
+            if utterance.utterance_id == utterance_id:
+                after = True
+                if utterance.cut(at):
+                    changed.append(utterance)
+            elif after and rest and utterance.cut(at):
+                changed.append(utterance)
+        return changed
+
     def cut_all(self, at: float) -> list[Utterance]:
         """A hang-up or barge-in: what is playing is cut where it was; the rest never plays."""
         return [u for u in self.utterances if u.cut(at)]

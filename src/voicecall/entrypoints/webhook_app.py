@@ -20,11 +20,13 @@ import logging
 from collections import Counter
 from typing import Any
 
-from litestar import Litestar, Request, Response, post
+from litestar import Litestar, Request, Response, WebSocket, post, websocket
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import WebSocketDisconnect
 
 from voicecall.config import AppConfig
 from voicecall.domain.errors import CallerError, VoiceCallError
+from voicecall.domain.ports import MediaStreaming
 from voicecall.domain.replay import ReplayGuard
 from voicecall.domain.signed_url import is_loopback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
@@ -224,10 +226,54 @@ def create_webhook_app(
             voice.serve.bind,
         )
     handler = post(voice.serve.path, status_code=200, name="carrier-webhook")(carrier_webhook)
+    handlers: list[Any] = [handler]
+    media = getattr(service, "media", None)
+    provider = service.provider if media is not None else None
+    if media is not None and isinstance(provider, MediaStreaming):
+
+        async def media_stream(socket: WebSocket[Any, Any, Any]) -> None:
+            """A carrier's media stream (``streaming.streamPath``); the service checks its
+            token before a byte of audio moves."""
+            await socket.accept()
+            await media.run(_StreamSocket(socket), provider.stream_dialect())
+
+        handlers.append(websocket(voice.streaming.stream_path, name="media-stream")(media_stream))
     return Litestar(
-        route_handlers=[handler],
+        route_handlers=handlers,
         dependencies={"door": Provide(lambda: door, use_cache=True, sync_to_thread=False)},
         debug=False,
         openapi_config=None,
         logging_config=None,
     )
+
+
+class _StreamSocket:
+    """Litestar's WebSocket as the media service's ``StreamSocket``."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self._socket = socket
+        self._closed = False
+
+    async def send_text(self, text: str) -> None:
+        await self._socket.send_text(text)
+
+    async def receive_text(self) -> str | None:
+        if self._closed:
+            return None
+        try:
+            message = await self._socket.receive_data(mode="text")
+        except WebSocketDisconnect:
+            self._closed = True
+            return None
+        except (RuntimeError, UnicodeDecodeError):  # a binary or broken frame
+            return None
+        return message if isinstance(message, str) else None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._socket.close(code=code, reason=reason)
+        except (RuntimeError, WebSocketDisconnect):
+            return

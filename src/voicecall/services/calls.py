@@ -40,8 +40,10 @@ from voicecall.domain.events import (
     CallSilence,
     CallSpeaking,
     CallSpeech,
+    SpeechCut,
     SpeechPlayed,
     SpeechStarted,
+    StreamStopped,
 )
 from voicecall.domain.policy import InboundPolicy, OutboundPolicy
 from voicecall.domain.ports import (
@@ -49,7 +51,9 @@ from voicecall.domain.ports import (
     CarrierStatusKind,
     Clock,
     DialRequest,
+    MediaStreaming,
     Responder,
+    StreamRequest,
     TelephonyProvider,
     TimerHandle,
 )
@@ -63,6 +67,7 @@ from voicecall.domain.speech import (
 )
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.events import EventFeed
+from voicecall.services.media import MediaService
 
 __all__ = ["CallService", "CallSettings", "call_to_dict", "utterance_to_dict"]
 
@@ -87,6 +92,8 @@ class CallSettings:
     transcript_timeout_s: float = 180.0
     response_timeout_s: float = 30.0
     stale_call_reaper_s: float = 120.0
+    stream_url: str | None = None
+    """Where carriers open media streams (``streaming.enabled``); None speaks natively."""
 
 
 def call_to_dict(call: Call) -> dict[str, Any]:
@@ -164,6 +171,8 @@ class CallService:
         responder: the agent that answers inbound callers.
         feed: the live event feed (persisted log + subscribers).
         settings: numbers and policies from the config.
+        media: the media-stream service, when ``streaming.enabled``; calls then speak and
+            listen over the carrier's stream instead of its native voice and recogniser.
     """
 
     def __init__(
@@ -174,8 +183,10 @@ class CallService:
         responder: Responder,
         feed: EventFeed,
         settings: CallSettings,
+        media: MediaService | None = None,
     ) -> None:
         self.provider = provider
+        self.media = media if settings.stream_url and isinstance(provider, MediaStreaming) else None
         self.store = store
         self.clock = clock
         self.responder = responder
@@ -197,6 +208,8 @@ class CallService:
         """
         await self.store.open()
         self.provider.bind(self.apply_events)
+        if self.media is not None:
+            self.media.bind(self.apply_events, self._is_live)
         self._started = True
         for call in await self.store.list_calls(live_only=True, limit=10_000):
             await self._reconcile(call, restoring=True)
@@ -216,6 +229,8 @@ class CallService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.media is not None:
+            await self.media.aclose()
         await self.provider.aclose()
         self.feed.close()
         await self.store.close()
@@ -425,6 +440,10 @@ class CallService:
             await self._move(call, CallState.SPEAKING)
         elif isinstance(event, SpeechStarted | SpeechPlayed):
             await self._on_playback(call, runtime, event)
+        elif isinstance(event, SpeechCut):
+            await self._on_cut(call, event)
+        elif isinstance(event, StreamStopped):
+            await self._on_stream_stopped(call, event, reply_to)
         elif isinstance(event, CallSpeech):
             await self._on_speech(call, runtime, event)
         elif isinstance(event, CallSilence):
@@ -495,6 +514,7 @@ class CallService:
         self, call: Call, runtime: _Runtime, reply_to: WebhookRequest | None
     ) -> None:
         try:
+            await self._connect_stream(call, reply_to)
             if call.direction is CallDirection.INBOUND:
                 greeting = self.settings.inbound_greeting
                 await self._enqueue(call, runtime, [greeting], AfterSpeech.LISTEN, reply_to)
@@ -504,6 +524,57 @@ class CallService:
             log.warning("call %s: carrier refused an action: %s", call.call_id, err.detail)
             await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
         runtime.ready.set()
+
+    async def _connect_stream(self, call: Call, reply_to: WebhookRequest | None) -> None:
+        """With streaming on, ask the carrier to open the call's media stream. A carrier that
+        refuses leaves the call speaking natively, which it can always do."""
+        if self.media is None or self.settings.stream_url is None:
+            return
+        assert isinstance(self.provider, MediaStreaming)
+        token = self.media.expect(call.call_id)
+        try:
+            await self.provider.connect_stream(
+                call, StreamRequest(self.settings.stream_url, token), reply_to=reply_to
+            )
+        except VoiceCallError as err:
+            await self.media.end_call(call.call_id)
+            log.warning("call %s: no media stream (%s); speaking natively", call.call_id, err)
+            await self._commit(call, "stream.failed", {"error": err.detail})
+            return
+        await self._commit(call, "stream.requested", {"url": self.settings.stream_url})
+
+    async def _on_stream_stopped(
+        self, call: Call, event: StreamStopped, reply_to: WebhookRequest | None
+    ) -> None:
+        """The stream closed but the call lives on: open a new one (a drop is not a hang-up)."""
+        await self._commit(call, "stream.stopped", {"reason": event.reason})
+        if self.media is None or not call.is_live:
+            return
+        await self._connect_stream(call, reply_to)
+
+    async def _on_cut(self, call: Call, event: SpeechCut) -> None:
+        """Playback stopped early: a barge-in (the rest is dropped) or a dropped stream."""
+        now = self.clock.now()
+        changed = call.speech.cut_at(event.utterance_id, now, rest=event.rest)
+        if not changed:
+            return
+        for utterance in changed:
+            if utterance.state is UtteranceState.PLAYED or (
+                utterance.state is UtteranceState.CUT and utterance.was_heard
+            ):
+                self._record_bot_line(call, utterance)
+        if call.speech.idle and _after_for(call) is AfterSpeech.LISTEN:
+            call.transition(CallState.LISTENING, now)
+        for utterance in changed:
+            data = utterance_to_dict(utterance)
+            if utterance.utterance_id == event.utterance_id and event.heard_ms is not None:
+                data["heardMs"] = event.heard_ms
+            kind = "speech.played" if utterance.state is UtteranceState.PLAYED else "speech.cut"
+            await self._commit(call, kind, data)
+
+    async def _is_live(self, call_id: str) -> bool:
+        call = await self.store.get(call_id)
+        return call is not None and call.is_live
 
     async def _on_playback(
         self, call: Call, runtime: _Runtime, event: SpeechStarted | SpeechPlayed
@@ -635,7 +706,10 @@ class CallService:
             ),
         )
         try:
-            await self.provider.play(call, playback, reply_to=reply_to)
+            if self.media is not None and self.media.handles(call.call_id):
+                await self.media.play(call.call_id, playback)
+            else:
+                await self.provider.play(call, playback, reply_to=reply_to)
         except VoiceCallError:
             for utterance in added:
                 utterance.cut(self.clock.now())
@@ -661,6 +735,8 @@ class CallService:
         if not call.transition(reason, now, detail=detail):
             return
         runtime.cancel_timers()
+        if self.media is not None:
+            await self.media.end_call(call.call_id)
         # What was playing is cut where the caller stopped hearing it; what never started
         # never reaches the transcript.
         cut = call.speech.cut_all(now)

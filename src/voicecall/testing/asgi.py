@@ -8,8 +8,20 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["Background", "Receive", "Scope", "Send", "read_request", "run_lifespan", "send_json"]
+from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection
+
+__all__ = [
+    "Background",
+    "Receive",
+    "Scope",
+    "Send",
+    "asgi_websocket_connector",
+    "read_request",
+    "run_lifespan",
+    "send_json",
+]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -78,3 +90,77 @@ class Background:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks.clear()
+
+
+class _AsgiWebSocket:
+    """A WebSocket client talking to an ASGI app in the same process (no network)."""
+
+    def __init__(self, app: Any, url: str) -> None:
+        parts = urlsplit(url)
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        self._closed = False
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "wss" if parts.scheme == "wss" else "ws",
+            "path": parts.path,
+            "raw_path": parts.path.encode(),
+            "query_string": parts.query.encode(),
+            "root_path": "",
+            "headers": [(b"host", (parts.netloc or "127.0.0.1").encode())],
+            "client": ("127.0.0.1", 40123),
+            "server": (parts.hostname or "127.0.0.1", parts.port or 80),
+            "subprotocols": [],
+            "state": {},
+        }
+        self._task = asyncio.ensure_future(app(scope, self._receive, self._send))
+        self._to_app.put_nowait({"type": "websocket.connect"})
+
+    async def _receive(self) -> dict[str, Any]:
+        return await self._to_app.get()
+
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
+        await self._from_app.put(message)
+
+    async def opened(self) -> None:
+        message = await self._from_app.get()
+        if message["type"] != "websocket.accept":
+            self._closed = True
+            raise ConnectionError(f"the app refused the WebSocket ({message.get('code')})")
+
+    async def send(self, text: str) -> None:
+        if not self._closed:
+            self._to_app.put_nowait({"type": "websocket.receive", "text": text})
+
+    async def recv(self) -> str | None:
+        while not self._closed:
+            message = await self._from_app.get()
+            if message["type"] == "websocket.send":
+                text = message.get("text")
+                return text if text is not None else bytes(message.get("bytes", b"")).decode()
+            if message["type"] == "websocket.close":
+                self._closed = True
+        return None
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._to_app.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        self._from_app.put_nowait({"type": "websocket.close", "code": 1000})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), 5)
+        except (TimeoutError, Exception):
+            self._task.cancel()
+
+
+def asgi_websocket_connector(app: Any) -> WsConnect:
+    """A connector that opens WebSockets on ``app`` in-process: what the simulated carriers
+    use in tests where the listener is an ASGI app rather than a socket."""
+
+    async def connect(url: str) -> WsConnection:
+        socket = _AsgiWebSocket(app, url)
+        await socket.opened()
+        return socket
+
+    return connect

@@ -28,6 +28,9 @@ from typing import Any
 
 import attrs
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
+from voicecall.adapters.telephony.mock_stream import MockStream, MockStreamDialect
+from voicecall.adapters.telephony.wsclient import WsConnect, connect_websocket
 from voicecall.domain.call import Call, CallDirection, CallState
 from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
 from voicecall.domain.events import (
@@ -44,6 +47,7 @@ from voicecall.domain.events import (
     CallSpeech,
     SpeechPlayed,
     SpeechStarted,
+    StreamStopped,
 )
 from voicecall.domain.policy import is_e164
 from voicecall.domain.ports import (
@@ -53,6 +57,7 @@ from voicecall.domain.ports import (
     DialRequest,
     DialResult,
     EventSink,
+    StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import AfterSpeech, Playback
@@ -80,6 +85,8 @@ class MockSettings:
         "Thanks, goodbye!",
     )
     speech_chars_per_sec: float = 15.0
+    barge_in_after_s: float | None = None
+    """On a media stream, the callee talks over any bot line that has played this long."""
 
 
 @attrs.define
@@ -116,13 +123,23 @@ class MockTelephony:
         settings: ``mock.*`` from the config.
         clock: timers for the simulated callee.
         state_path: where the simulated network keeps its calls; None keeps them in memory.
+        connect_ws: how the mock opens media streams to our listener (the network by
+            default; tests connect in-process).
     """
 
     name = "mock"
     signs_webhooks = False
 
-    def __init__(self, settings: MockSettings, clock: Clock, state_path: Path | None = None):
+    def __init__(
+        self,
+        settings: MockSettings,
+        clock: Clock,
+        state_path: Path | None = None,
+        *,
+        connect_ws: WsConnect | None = None,
+    ):
         self.settings = settings
+        self.connect_ws: WsConnect = connect_ws or connect_websocket
         self.clock = clock
         self.state_path = state_path
         self.unavailable = False  # a simulated carrier outage: REST fails, status is unknown
@@ -132,6 +149,7 @@ class MockTelephony:
         self._timers: list[Any] = []
         self._queues: dict[str, list[_Line]] = {}
         self._playing: dict[str, tuple[_Line, Any]] = {}
+        self._streams: dict[str, MockStream] = {}
         self._save_lock = asyncio.Lock()
         self._load()
 
@@ -260,7 +278,61 @@ class MockTelephony:
         body = json.dumps({"ok": True, "callIds": [call.call_id for call in calls]})
         return WebhookResponse(200, body.encode(), "application/json")
 
+    # ------------------------------------------------------------------ media streams
+
+    def stream_dialect(self) -> MockStreamDialect:
+        return MockStreamDialect()
+
+    async def connect_stream(
+        self, call: Call, stream: StreamRequest, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "live":
+            raise CarrierRejected("mock carrier: the call is not connected")
+        line = self._streams.get(sim.provider_call_id)
+        if line is None:
+            line = self._streams[sim.provider_call_id] = self._stream_line(sim)
+        line.connect(stream.url, stream.token)
+
+    def _stream_line(self, sim: _SimCall) -> MockStream:
+        line: MockStream
+
+        async def hang_up() -> None:
+            await self._end_by_network(sim, CallState.HANGUP_USER)
+
+        async def stopped(reason: str) -> None:
+            if sim.status == "live":
+                await self._emit(
+                    StreamStopped(
+                        call_id=sim.call_id,
+                        provider_call_id=sim.provider_call_id,
+                        reason=reason,
+                        dedupe_key=f"{sim.provider_call_id}:stream-stopped:{line.connections}",
+                    )
+                )
+
+        handset = SimulatedHandset(
+            self.clock,
+            send_audio=lambda frame: line.send_audio(frame),
+            echo_mark=lambda name: line.echo_mark(name),
+            hang_up=hang_up,
+            replies=self.settings.replies[sim.replies_used :],
+            reply_delay_s=max(self.settings.answer_delay_ms, 50) / 1000,
+            barge_in_after_s=self.settings.barge_in_after_s,
+            chars_per_sec=self.settings.speech_chars_per_sec,
+        )
+        line = MockStream(sim.provider_call_id, handset, self.connect_ws, stopped)
+        return line
+
+    def stream_line(self, provider_call_id: str) -> MockStream | None:
+        """The carrier's end of a streamed call (tests drop it, read its handset)."""
+        return self._streams.get(provider_call_id)
+
     async def aclose(self) -> None:
+        for line in list(self._streams.values()):
+            await line.close()
+        self._streams.clear()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -287,11 +359,25 @@ class MockTelephony:
 
     def heard(self, provider_call_id: str) -> list[str]:
         """What the callee heard on a call, in order; a line cut off ends in ``—``."""
+        line = self._streams.get(provider_call_id)
+        if line is not None:
+            return [heard.render() for heard in line.handset.heard]
         sim = self._calls.get(provider_call_id)
         return list(sim.heard) if sim else []
 
     def played(self, provider_call_id: str) -> list[dict[str, Any]]:
         """Each line played on a call with its start and end in clock time."""
+        line = self._streams.get(provider_call_id)
+        if line is not None:
+            return [
+                {
+                    "text": heard.text,
+                    "startedAt": heard.started_at,
+                    "endedAt": heard.ended_at,
+                    "whole": heard.whole,
+                }
+                for heard in line.handset.heard
+            ]
         sim = self._calls.get(provider_call_id)
         return [dict(entry) for entry in sim.played] if sim else []
 
@@ -358,6 +444,9 @@ class MockTelephony:
         sim.end_state = end_state.value
         sim.ended_at = now
         self._queues.pop(sim.provider_call_id, None)
+        stream = self._streams.get(sim.provider_call_id)
+        if stream is not None:
+            self._timers.append(self.clock.schedule(0.0, stream.close))
         current = self._playing.pop(sim.provider_call_id, None)
         if current is not None:
             line, timer = current
