@@ -21,7 +21,10 @@ import pytest
 
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.store.sqlite import SqliteCallStore
+from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
+from voicecall.adapters.telephony.mock_stream import MockStream
+from voicecall.adapters.telephony.wsclient import WsConnect
 from voicecall.config import AppConfig, parse_config
 from voicecall.container import call_settings
 from voicecall.domain.call import Call, CallState
@@ -87,6 +90,26 @@ class CarrierHarness(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StreamHarness(CarrierHarness, Protocol):
+    """A carrier whose media streams the contract drives (SPEC §5).
+
+    ``enable_streams`` is called before ``build``: from then on the carrier opens streams to
+    our listener through ``connect_ws`` (in-process) and puts a ``SimulatedHandset`` on its
+    end, which talks over any bot line that has played ``barge_in_after_s``.
+    """
+
+    def enable_streams(self, connect_ws: WsConnect, barge_in_after_s: float | None) -> None: ...
+
+    def handset(self, call: Call) -> SimulatedHandset | None:
+        """The caller's handset on the call's stream, once the carrier opened one."""
+
+    def stream_connections(self, call: Call) -> int:
+        """How many times the carrier opened a stream for the call."""
+
+    async def drop_stream(self, call: Call) -> None:
+        """The network loses the call's stream socket; the call itself goes on."""
+
+
 class MockHarness:
     name = "mock"
 
@@ -95,6 +118,29 @@ class MockHarness:
         self.carrier: MockTelephony | None = None
         self.webhook: httpx.AsyncClient | None = None
         self.last: bytes | None = None
+        self.connect_ws: WsConnect | None = None
+        self.barge_in_after_s: float | None = None
+
+    def enable_streams(self, connect_ws: WsConnect, barge_in_after_s: float | None) -> None:
+        self.connect_ws = connect_ws
+        self.barge_in_after_s = barge_in_after_s
+
+    def _stream(self, call: Call) -> MockStream | None:
+        assert self.carrier is not None
+        return self.carrier.stream_line(call.provider_call_id or "")
+
+    def handset(self, call: Call) -> SimulatedHandset | None:
+        stream = self._stream(call)
+        return stream.handset if stream is not None else None
+
+    def stream_connections(self, call: Call) -> int:
+        stream = self._stream(call)
+        return stream.connections if stream is not None else 0
+
+    async def drop_stream(self, call: Call) -> None:
+        stream = self._stream(call)
+        assert stream is not None
+        await stream.drop()
 
     def plugin_config(self) -> dict[str, Any]:
         return {"provider": "mock"}
@@ -104,9 +150,15 @@ class MockHarness:
     ) -> MockTelephony:
         self.webhook = webhook
         self.carrier = MockTelephony(
-            MockSettings(answer_delay_ms=300, outcome=outcome, replies=REPLIES),
+            MockSettings(
+                answer_delay_ms=300,
+                outcome=outcome,
+                replies=REPLIES,
+                barge_in_after_s=self.barge_in_after_s,
+            ),
             clock,
             self.tmp / "mock-carrier.json",
+            connect_ws=self.connect_ws,
         )
         return self.carrier
 
@@ -185,6 +237,8 @@ for _carrier in ("twilio", "telnyx", "plivo"):
 
 # The adapters the contract suite covers; the guard test keeps this equal to the container's.
 TELEPHONY_ADAPTERS = sorted(HARNESSES)
+# The adapters whose media streams it covers; a guard keeps this equal to the list above.
+STREAM_ADAPTERS = sorted(name for name, cls in HARNESSES.items() if hasattr(cls, "enable_streams"))
 
 
 class Line:
