@@ -12,7 +12,9 @@ from urllib.parse import urlencode
 
 import httpx
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.plivo import PlivoTelephony
+from voicecall.adapters.telephony.wsclient import WsConnect
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
@@ -36,6 +38,12 @@ class Harness:
         self.sim: PlivoSimulator | None = None
         self.rest: httpx.AsyncClient | None = None
         self.adapter: PlivoTelephony | None = None
+        self.connect_ws: WsConnect | None = None
+        self.barge_in_after_s: float | None = None
+
+    def enable_streams(self, connect_ws: WsConnect, barge_in_after_s: float | None) -> None:
+        self.connect_ws = connect_ws
+        self.barge_in_after_s = barge_in_after_s
 
     def plugin_config(self) -> dict[str, Any]:
         return {
@@ -60,6 +68,8 @@ class Harness:
             answer_delay_s=0.3,
             reply_delay_s=0.5,
             callback_delay_s=0.3,
+            connect_ws=self.connect_ws,
+            barge_in_after_s=self.barge_in_after_s,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         self.adapter = PlivoTelephony.from_config(config, clock, self.rest)
@@ -68,6 +78,18 @@ class Harness:
     def _sim(self) -> PlivoSimulator:
         assert self.sim is not None, "build() first"
         return self.sim
+
+    def handset(self, call: Call) -> SimulatedHandset | None:
+        stream = self._sim().stream(call.provider_call_id)
+        return stream.handset if stream is not None else None
+
+    def stream_connections(self, call: Call) -> int:
+        stream = self._sim().stream(call.provider_call_id)
+        return stream.connections if stream is not None else 0
+
+    async def drop_stream(self, call: Call) -> None:
+        assert self._sim().stream(call.provider_call_id) is not None, "no stream to drop"
+        await self._sim().drop_stream(call.provider_call_id)
 
     def heard(self, call: Call) -> list[str]:
         return self._sim().heard(call.provider_call_id)

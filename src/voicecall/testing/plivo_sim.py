@@ -38,6 +38,25 @@ It speaks the same wire format as the real service, so the adapter is exercised 
     the person, ``API Request`` for our DELETE, ``Answer XML`` for a ``<Hangup>`` we served,
     ``Plivo`` at the end of the XML (hangup-causes page above).
 
+* ``<Stream>`` opens an audio stream, as the Stream element and Stream Event Protocol pages
+  describe (https://plivo.com/docs/voice/xml/audio-streaming,
+  https://docs.plivo.com/docs/voice/xml/audiostream,
+  https://plivo.com/docs/voice/audio-streaming/audio-streaming): a WebSocket to the element's
+  URL (through the injected ``connect_ws``), a ``start`` message carrying ``callId``,
+  ``streamId``, the media format and the element's ``extraHeaders`` verbatim as
+  ``extra_headers``, then the caller's audio as ``media`` every 20 ms. A ``SimulatedHandset``
+  is the caller: with ``bidirectional="true"`` it plays each ``playAudio`` at 8 kHz, answers a
+  ``checkpoint`` with ``playedStream`` only once the audio before it was played (never for
+  audio a ``clearAudio`` dropped: "playedStream will only be emitted if the preceding events
+  were played successfully"), answers ``clearAudio`` with ``clearedAudio``, records what it
+  heard and talks back from ``replies`` (talking over a long line after ``barge_in_after_s``).
+  ``extraHeaders`` is checked as documented ("Max length: 512 bytes. Only characters [A-Z],
+  [a-z], [0-9] allowed", key=value pairs); a bad one is invalid XML. Only
+  ``audio/x-mulaw;rate=8000`` streams are simulated. With ``keepCallAlive="true"`` the element
+  "runs alone. Subsequent XML elements execute only after the stream disconnects"; without
+  it the XML goes on at once. The socket closes when the call ends (the protocol lists no
+  ``stop`` message) or after ``streamTimeout``; ``drop_stream`` loses it to the network while
+  the call goes on, and the XML after a ``keepCallAlive`` stream then runs.
 * A call rings (``ring_url``), then is answered (``answer_url``), busy, unanswered, failed or
   picked up by voicemail per ``outcome``. Voicemail is a machine that never speaks and hangs up
   after ``voicemail_s``; without machine detection Plivo reports it as an answered call.
@@ -78,6 +97,8 @@ import attrs
 import httpx
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
+from voicecall.adapters.telephony.handset import HandsetLine, SimulatedHandset
+from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,
@@ -89,7 +110,15 @@ from voicecall.testing.asgi import (
 )
 from voicecall.testing.simtime import DEFAULT_CHARS_PER_SEC, HeardLine, ScaledClock, speech_seconds
 
-__all__ = ["OUTCOMES", "PlivoSimulator", "SentWebhook", "SimCall", "main", "sign_v3"]
+__all__ = [
+    "OUTCOMES",
+    "PlivoSimulator",
+    "SentWebhook",
+    "SimCall",
+    "SimStream",
+    "main",
+    "sign_v3",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +137,13 @@ _WEBHOOK_RETRIES: Final = (0.2, 0.5, 1.0)
 _MAX_TRANSFERS: Final = 70
 # GetInput executionTimeout: "Allowed values: 5 to 60. Defaults to 15."
 _DEFAULT_EXECUTION_TIMEOUT: Final = 15
+# <Stream streamTimeout>: "Default: 86400 (24 hours)"; extraHeaders "Max length: 512 bytes".
+_DEFAULT_STREAM_TIMEOUT: Final = 86400
+_MAX_EXTRA_HEADERS: Final = 512
+_EXTRA_HEADERS: Final = re.compile(r"[A-Za-z0-9]+=[A-Za-z0-9]+(?:,[A-Za-z0-9]+=[A-Za-z0-9]+)*")
+_STREAM_CONTENT_TYPES: Final = frozenset(
+    {"audio/x-l16;rate=8000", "audio/x-l16;rate=16000", "audio/x-mulaw;rate=8000"}
+)
 
 
 def sign_v3(auth_token: str, url: str, params: dict[str, str], nonce: str) -> str:
@@ -156,11 +192,21 @@ class SimCall:
     ended_at: float | None = None
     generation: int = 0
     wake: asyncio.Event = attrs.Factory(asyncio.Event)
+    stream: SimStream | None = None
 
     @property
     def heard(self) -> list[str]:
         """Lines that stopped playing, in order; a cut one ends in ``—``."""
+        if self.stream is not None:
+            return [line.render() for line in self.stream.handset.heard]
         return [line.render() for line in self.played if line.ended_at is not None]
+
+    @property
+    def lines(self) -> list[HeardLine]:
+        """What was played, from ``<Speak>`` or from the stream's handset."""
+        if self.stream is not None:
+            return [_as_heard(line) for line in self.stream.handset.heard]
+        return [attrs.evolve(line) for line in self.played]
 
     def cut(self, at: float) -> None:
         """Whatever is playing stops here, heard in part."""
@@ -196,8 +242,9 @@ class SimCall:
                     "endedAt": line.ended_at,
                     "whole": line.whole,
                 }
-                for line in self.played
+                for line in self.lines
             ],
+            "streamConnections": self.stream.connections if self.stream is not None else 0,
             "endedAt": self.ended_at,
             "repliesUsed": self.replies_used,
             "hangups": self.hangups,
@@ -208,6 +255,136 @@ class SimCall:
 
 class _Stale(Exception):
     """The running document was replaced (transfer, hang-up); stop following it."""
+
+
+def _as_heard(line: HandsetLine) -> HeardLine:
+    return HeardLine(
+        text=line.text, started_at=line.started_at, ended_at=line.ended_at, whole=line.whole
+    )
+
+
+class SimStream:
+    """Plivo's end of one call's audio stream (a socket per ``<Stream>``) and the caller's
+    handset, which outlives the sockets: a new ``<Stream>`` carries on the conversation."""
+
+    def __init__(self, call_uuid: str, account_id: str, connect_ws: WsConnect) -> None:
+        self.call_uuid = call_uuid
+        self.account_id = account_id
+        self.handset: SimulatedHandset  # set by the simulator right after
+        self.connections = 0
+        self.stream_id: str | None = None
+        self.received: list[dict[str, Any]] = []
+        """Every message our server sent, parsed (for tests)."""
+        self._connect_ws = connect_ws
+        self._socket: WsConnection | None = None
+        self._extra_headers = ""
+        self._bidirectional = False
+        self._sequence = 0
+        self._chunk = 0
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._socket is not None
+
+    async def run(self, url: str, extra_headers: str, bidirectional: bool) -> str:
+        """One ``<Stream>``: open, stream until the socket closes; why it ended."""
+        try:
+            socket = await self._connect_ws(url)
+        except ConnectionError as err:
+            log.info("plivo sim: the stream could not be opened: %s", err)
+            return "failed"  # DroppedStream
+        if self._closing:
+            await socket.close()
+            return "call ended"
+        self._socket = socket
+        self.connections += 1
+        self.stream_id = str(uuid.uuid4())
+        self._extra_headers = extra_headers
+        self._bidirectional = bidirectional
+        self._sequence = 0
+        self._chunk = 0
+        start = {
+            "callId": self.call_uuid,
+            "streamId": self.stream_id,
+            "accountId": self.account_id,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+        }
+        await self._send({"event": "start", "start": start})
+        self.handset.start()
+        try:
+            while True:
+                message = await socket.recv()
+                if message is None:
+                    break
+                await self._from_server(message)
+        finally:
+            if self._socket is socket:
+                self._socket = None
+        return "disconnected"
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        socket = self._socket
+        if socket is None:
+            return
+        self._sequence += 1
+        message = {"sequenceNumber": self._sequence} | message
+        if self._extra_headers:
+            message["extra_headers"] = self._extra_headers
+        await socket.send(json.dumps(message))
+
+    async def _from_server(self, raw: str) -> None:
+        try:
+            data = json.loads(raw)
+            event = data["event"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("plivo sim: a malformed stream message ignored")
+            return
+        self.received.append(data)
+        if not self._bidirectional:
+            return  # a one-way stream takes nothing from the server
+        try:
+            if event == "playAudio":
+                media = data["media"]
+                if media.get("contentType") != "audio/x-mulaw" or int(media["sampleRate"]) != 8000:
+                    log.warning("plivo sim: playAudio in an unsupported format ignored")
+                    return
+                self.handset.receive_audio(base64.b64decode(media["payload"], validate=True))
+            elif event == "checkpoint":
+                self.handset.receive_mark(str(data["name"]))
+            elif event == "clearAudio":
+                await self.handset.receive_clear()
+                await self._send({"event": "clearedAudio", "streamId": self.stream_id})
+        except (ValueError, KeyError, TypeError):
+            log.warning("plivo sim: a malformed %s message ignored", event)
+
+    async def send_audio(self, frame: bytes) -> None:
+        if self._socket is None:
+            return
+        self._chunk += 1
+        media = {
+            "track": "inbound",
+            "timestamp": str(int(self.handset.clock.now() * 1000)),
+            "chunk": self._chunk,
+            "payload": base64.b64encode(frame).decode("ascii"),
+        }
+        await self._send({"event": "media", "streamId": self.stream_id, "media": media})
+
+    async def echo_mark(self, name: str) -> None:
+        await self._send({"event": "playedStream", "streamId": self.stream_id, "name": name})
+
+    async def drop(self) -> None:
+        """The socket is gone (network loss, streamTimeout); the call itself goes on."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close()
+
+    async def close(self) -> None:
+        """The call is over: the handset stops and the socket closes."""
+        self._closing = True
+        await self.handset.stop()
+        await self.drop()
 
 
 class PlivoSimulator:
@@ -228,6 +405,10 @@ class PlivoSimulator:
         callback_delay_s: the most a ring or hang-up callback lags behind (random up to it).
         voicemail_s: how long a voicemail machine records before it hangs up.
         max_wait_s: caps each ``<Wait>`` (None: wait as long as the XML says).
+        connect_ws: how ``<Stream>`` opens its WebSocket (the network by default; tests
+            connect in-process).
+        barge_in_after_s: on a stream, the caller talks over a bot line that has played this
+            long (None: never).
     """
 
     def __init__(
@@ -246,6 +427,8 @@ class PlivoSimulator:
         callback_delay_s: float = 0.05,
         voicemail_s: float = 20.0,
         max_wait_s: float | None = None,
+        connect_ws: WsConnect | None = None,
+        barge_in_after_s: float | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -262,6 +445,8 @@ class PlivoSimulator:
         self.callback_delay_s = callback_delay_s
         self.voicemail_s = voicemail_s
         self.max_wait_s = max_wait_s
+        self.connect_ws: WsConnect = connect_ws or connect_websocket
+        self.barge_in_after_s = barge_in_after_s
         self.unavailable = False
         self.calls: dict[str, SimCall] = {}
         self.requests: list[dict[str, Any]] = []
@@ -290,7 +475,18 @@ class PlivoSimulator:
     def played(self, call_id: str | None) -> list[HeardLine]:
         """Each line played to the callee (one still playing has no end yet)."""
         call = self.find(call_id)
-        return [attrs.evolve(line) for line in call.played] if call else []
+        return call.lines if call else []
+
+    def stream(self, call_id: str | None) -> SimStream | None:
+        """The call's audio stream (its handset and sockets), once a ``<Stream>`` ran."""
+        call = self.find(call_id)
+        return call.stream if call else None
+
+    async def drop_stream(self, call_id: str | None) -> None:
+        """The network loses the call's stream socket; the call goes on."""
+        stream = self.stream(call_id)
+        if stream is not None:
+            await stream.drop()
 
     def ended_at(self, call_id: str | None) -> float | None:
         """When the line went dead, in simulated time."""
@@ -337,6 +533,9 @@ class PlivoSimulator:
             )
 
     async def aclose(self) -> None:
+        for call in self.calls.values():
+            if call.stream is not None:
+                await call.stream.close()
         await self._background.aclose()
 
     # ------------------------------------------------------------------ ASGI
@@ -636,6 +835,10 @@ class PlivoSimulator:
                 outcome = await self._get_input(call, generation, element)
                 if outcome is not None:
                     return outcome
+            elif tag == "Stream":
+                if not await self._stream(call, generation, element):
+                    self._end(call, "completed", "", "Invalid Answer XML", "8011", "Error")
+                    return None
             else:
                 log.warning("plivo sim: ignoring unsupported element <%s>", tag)
         self._end(call, "completed", "NORMAL_CLEARING", "End Of XML Instructions", "4010", "Plivo")
@@ -651,6 +854,61 @@ class PlivoSimulator:
         line.ended_at = self.clock.now()
         line.whole = True
         call.speaking = None
+
+    async def _stream(self, call: SimCall, generation: int, element: ElementTree.Element) -> bool:
+        """Run a ``<Stream>``; False when the element is invalid."""
+        url = (element.text or "").strip()
+        extra = element.get("extraHeaders", "")
+        content_type = element.get("contentType", "audio/x-l16;rate=8000")
+        bidirectional = element.get("bidirectional", "false") == "true"
+        keep_alive = bidirectional and element.get("keepCallAlive", "false") == "true"
+        timeout = _int(element.get("streamTimeout"), _DEFAULT_STREAM_TIMEOUT)
+        if not url.startswith(("ws://", "wss://")) or content_type not in _STREAM_CONTENT_TYPES:
+            log.warning("plivo sim: <Stream> with a bad URL or contentType %r", content_type)
+            return False
+        if extra and (len(extra) > _MAX_EXTRA_HEADERS or not _EXTRA_HEADERS.fullmatch(extra)):
+            log.warning("plivo sim: <Stream extraHeaders> breaks the documented rules")
+            return False
+        if content_type != "audio/x-mulaw;rate=8000":
+            log.warning("plivo sim: only audio/x-mulaw;rate=8000 streams are simulated")
+            return False
+        stream = call.stream or self._new_stream(call)
+        runner = self._background.spawn(stream.run(url, extra, bidirectional))
+        if not keep_alive:
+            return True  # the XML goes on while the stream runs
+        # "Subsequent XML elements execute only after the stream disconnects."
+        woken = asyncio.ensure_future(call.wake.wait())
+        try:
+            await asyncio.wait(
+                {runner, woken},
+                timeout=self.clock.wall(timeout),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
+        if not runner.done():
+            await stream.drop()  # streamTimeout, or the document was abandoned
+        self._check(call, generation)
+        return True
+
+    def _new_stream(self, call: SimCall) -> SimStream:
+        stream = SimStream(call.call_uuid, self.auth_id, self.connect_ws)
+
+        async def hang_up() -> None:
+            self._end(call, "completed", *_NORMAL, _person(call))
+
+        stream.handset = SimulatedHandset(
+            self.clock,
+            send_audio=stream.send_audio,
+            echo_mark=stream.echo_mark,
+            hang_up=hang_up,
+            replies=self.replies[call.replies_used :],
+            reply_delay_s=self.reply_delay_s,
+            barge_in_after_s=self.barge_in_after_s,
+            chars_per_sec=self.chars_per_sec,
+        )
+        call.stream = stream
+        return stream
 
     async def _get_input(
         self, call: SimCall, generation: int, element: ElementTree.Element
@@ -724,6 +982,9 @@ class PlivoSimulator:
         call.hangup_source = source
         call.ended_at = now
         call.interrupt(now)
+        if call.stream is not None:
+            # The socket closes with the call.
+            self._background.spawn(call.stream.close())
         if call.hangup_url:
             duration = int(now - call.answered_at) if call.answered_at else 0
             fields = {

@@ -27,6 +27,13 @@ How a Plivo call is driven:
   the lines go out with the transfer's fetch, the document Plivo really runs.
 * An inbound call is rejected with ``<Hangup reason="rejected"/>`` in the answer; a call is hung
   up with ``DELETE Call/{uuid}/``.
+* **Media streams** (``stream``): with streaming on, the answer to the call's fetch is a
+  ``<Stream bidirectional keepCallAlive>`` (the stream token in ``extraHeaders``) followed by a
+  ``<Redirect>`` back to us. Plivo runs that ``<Redirect>`` only once the stream has
+  disconnected while the call lives on; its fetch reports ``stream.stopped`` and the service's
+  fresh ``connect_stream`` goes into its answer, a new ``<Stream>``. When no fetch is being
+  answered, a transfer makes Plivo fetch the ``<Stream>`` document (only while nothing plays).
+  While a call is streamed its speech goes over the stream, never through ``play``.
 
 Operators point the Plivo application's Answer URL and Hangup URL (method POST) at
 ``publicUrl`` itself; webhooks that arrive without our query are told apart by their fields.
@@ -46,7 +53,14 @@ from voicecall.config import AppConfig, url_trust_settings
 from voicecall.domain.call import Call
 from voicecall.domain.errors import CallerError, CarrierRejected, VoiceCallError
 from voicecall.domain.events import CallEvent
-from voicecall.domain.ports import CarrierStatus, Clock, DialRequest, DialResult, EventSink
+from voicecall.domain.ports import (
+    CarrierStatus,
+    Clock,
+    DialRequest,
+    DialResult,
+    EventSink,
+    StreamRequest,
+)
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import AfterSpeech, Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
@@ -54,6 +68,7 @@ from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from . import documents
 from .documents import PLIVO_VOICES, native_voice, with_query
 from .rest import PlivoRest
+from .stream import PlivoStreamDialect, fits_extra_headers, stream_document
 from .verify import PlivoSignatureVerifier
 from .webhooks import (
     AFTER_PARAM,
@@ -62,6 +77,7 @@ from .webhooks import (
     KIND_PARAM,
     PLAYED_PARAM,
     SILENCE_PARAM,
+    STREAM_PARAM,
     Webhook,
     WebhookKind,
     active_event,
@@ -74,11 +90,13 @@ from .webhooks import (
     ring_events,
     silence_event,
     started_event,
+    stream_stopped_event,
 )
 
 __all__ = [
     "PLIVO_VOICES",
     "PlivoSignatureVerifier",
+    "PlivoStreamDialect",
     "PlivoTelephony",
     "WebhookKind",
     "native_voice",
@@ -122,6 +140,8 @@ class _Line:
     listen_open: bool = False
     """We asked for a reply and none came yet: after silence, listen again."""
     rejected: bool = False
+    stream: StreamRequest | None = None
+    """A media stream the next document must open (``connect_stream``)."""
     replays: dict[str, bytes] = attrs.Factory(dict)
     """What we answered to the last few fetches, for Plivo's retries of them."""
     seq: int = 0
@@ -266,6 +286,29 @@ class PlivoTelephony:
         await self._rest.hangup(call.provider_call_id)
         self._forget(call.call_id)
 
+    # ------------------------------------------------------------------ port: media streams
+
+    def stream_dialect(self) -> PlivoStreamDialect:
+        return PlivoStreamDialect()
+
+    async def connect_stream(
+        self, call: Call, stream: StreamRequest, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        if not fits_extra_headers(stream.token):
+            raise CarrierRejected("the stream token does not fit Plivo's 512-byte extraHeaders")
+        line = self._line_for(call)
+        line.stream = stream
+        if self._answering(call, reply_to):
+            line.fetching = True  # this webhook's answer opens the stream
+            return
+        if line.fetching or line.transfer_pending or line.unconfirmed is not None:
+            return  # a fetch is coming (or under way): its document opens the stream
+        try:
+            await self._transfer(call, line, [])
+        except VoiceCallError:
+            line.stream = None
+            raise
+
     async def status(self, call: Call) -> CarrierStatus:
         return await self._rest.status(call.provider_call_id)
 
@@ -302,6 +345,8 @@ class PlivoTelephony:
         events: list[CallEvent] = [active_event(hook)]
         if hook.played:
             events.append(played_event(hook, hook.played))
+        if hook.stream_ended and line is not None and self._is_current(line, hook):
+            events.append(stream_stopped_event(hook))
         if hook.kind == WebhookKind.INPUT:
             events.extend(input_events(hook, self._listen_timeout_s))
             if line is not None and (hook.field("Speech") or hook.field("Digits")):
@@ -370,6 +415,10 @@ class PlivoTelephony:
         token = line.new_token()
         line.current_doc = token
         call_id = call.call_id
+        if line.stream is not None:
+            stream, line.stream = line.stream, None
+            ended_url = self._url(call_id, WebhookKind.XML, doc=token, stream="ended")
+            return stream_document(stream.url, stream.token, ended_url)
         if line.queue:
             item = line.queue.pop(0)
             uid = item.utterance_id
@@ -504,6 +553,7 @@ class PlivoTelephony:
         params = {CALL_ID_PARAM: call_id, KIND_PARAM: kind}
         names = {"doc": DOC_PARAM, "played": PLAYED_PARAM, "after": AFTER_PARAM}
         names["silence"] = SILENCE_PARAM
+        names["stream"] = STREAM_PARAM
         params |= {names.get(key, key): value for key, value in extra.items()}
         return with_query(self._public_url, params)
 

@@ -39,6 +39,7 @@ from voicecall.domain.events import (
     CallSpeech,
     SpeechPlayed,
     SpeechStarted,
+    StreamStopped,
 )
 from voicecall.domain.webhook import WebhookRequest
 
@@ -61,6 +62,7 @@ __all__ = [
     "ring_events",
     "silence_event",
     "started_event",
+    "stream_stopped_event",
 ]
 
 CALL_ID_PARAM: Final = "callId"
@@ -73,6 +75,9 @@ AFTER_PARAM: Final = "after"
 """The utterance the listen went with or followed (``heard_after``)."""
 SILENCE_PARAM: Final = "silence"
 """Set on the ``<Redirect>`` after a ``<GetInput>``: reached only when nobody spoke."""
+STREAM_PARAM: Final = "stream"
+"""Set (``ended``) on the ``<Redirect>`` after a ``<Stream keepCallAlive>``: reached only once
+the stream has disconnected while the call goes on."""
 
 
 class WebhookKind:
@@ -129,6 +134,10 @@ class Webhook:
     @property
     def silence(self) -> bool:
         return self.query.get(SILENCE_PARAM) == "1"
+
+    @property
+    def stream_ended(self) -> bool:
+        return self.query.get(STREAM_PARAM) == "ended"
 
     def field(self, name: str) -> str:
         return self.form.get(name, "").strip()
@@ -382,3 +391,14 @@ def partial_events(hook: Webhook) -> list[CallEvent]:
             dedupe_key=f"plivo:{hook.call_uuid}:partial:{hook.doc or '-'}:{sequence}",
         )
     ]
+
+
+def stream_stopped_event(hook: Webhook) -> CallEvent:
+    """The ``<Redirect>`` after our ``<Stream>`` was reached: the stream is gone, the call not."""
+    uuid = hook.call_uuid
+    return StreamStopped(
+        call_id=hook.call_id,
+        provider_call_id=uuid,
+        reason="the Plivo stream disconnected",
+        dedupe_key=f"plivo:{uuid}:stream-stopped:{hook.doc or '-'}",
+    )
