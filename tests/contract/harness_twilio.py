@@ -1,7 +1,9 @@
 """Contract harness for Twilio: ``TwilioTelephony`` against the simulated Twilio, in-process.
 
 REST goes to the simulator's ASGI app; its signed webhooks go to our real webhook door. Both
-directions use Twilio's wire format, so the contract exercises what production would.
+directions use Twilio's wire format, so the contract exercises what production would. With
+streams enabled, the simulator's ``<Connect><Stream>`` opens its WebSocket on our listener
+in-process and puts a simulated handset on the call.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from urllib.parse import urlencode
 
 import httpx
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.twilio import TwilioTelephony
+from voicecall.adapters.telephony.wsclient import WsConnect
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
 from voicecall.testing.simtime import HeardLine, ScaledClock
-from voicecall.testing.twilio_sim import TwilioSimulator
+from voicecall.testing.twilio_sim import SimStream, TwilioSimulator
 
 from .conftest import REPLIES
 
@@ -36,6 +40,27 @@ class Harness:
         self.sim: TwilioSimulator | None = None
         self.rest: httpx.AsyncClient | None = None
         self.webhook: httpx.AsyncClient | None = None
+        self.connect_ws: WsConnect | None = None
+        self.barge_in_after_s: float | None = None
+
+    def enable_streams(self, connect_ws: WsConnect, barge_in_after_s: float | None) -> None:
+        self.connect_ws = connect_ws
+        self.barge_in_after_s = barge_in_after_s
+
+    def _stream(self, call: Call) -> SimStream | None:
+        return self._sim().stream(call.provider_call_id or "")
+
+    def handset(self, call: Call) -> SimulatedHandset | None:
+        stream = self._stream(call)
+        return stream.handset if stream is not None else None
+
+    def stream_connections(self, call: Call) -> int:
+        stream = self._stream(call)
+        return stream.connections if stream is not None else 0
+
+    async def drop_stream(self, call: Call) -> None:
+        assert self._stream(call) is not None
+        await self._sim().drop_stream(call.provider_call_id or "")
 
     def plugin_config(self) -> dict[str, Any]:
         return {
@@ -62,6 +87,8 @@ class Harness:
             answer_delay_s=0.3,
             reply_delay_s=0.3,
             callback_delay_s=0.5,
+            connect_ws=self.connect_ws,
+            barge_in_after_s=self.barge_in_after_s,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TwilioTelephony.from_config(config, clock, http=self.rest)

@@ -27,9 +27,25 @@ real thing in the ways that matter:
   - Status callbacks are sent apart from the TwiML fetches, each after a small random delay
     (``callback_delay_s``), so they may arrive after the next fetch. ``completed`` does not
     say who hung up.
+  - ``<Connect><Stream url>`` opens a bidirectional media stream
+    (https://www.twilio.com/docs/voice/twiml/stream) through ``connect_ws``: the URL's query
+    string is dropped ("the url does not support query string parameters"), ``<Parameter>``
+    nouns arrive as ``start.customParameters``, and the messages are Twilio's
+    (https://www.twilio.com/docs/voice/media-streams/websocket-messages): ``connected``, then
+    ``start``, then the caller's audio as ``media`` every 20 ms, ``mark`` when a mark of the
+    server's is reached, and ``stop`` when the call ends or an update replaces the TwiML. A
+    ``SimulatedHandset`` is the caller on it: it plays the server's ``media`` at 8 kHz,
+    echoes each ``mark`` once the audio before it has played, and on ``clear`` drops what it
+    has not played and sends back the dropped marks too (a clear "empties all buffered audio
+    and causes any mark messages to be sent back"). It talks back with ``replies`` and talks
+    over a line that has played ``barge_in_after_s``. The ``<Connect>`` holds the call until
+    the WebSocket ends; then the verbs after it run ("unreachable unless the Stream is ended
+    by your WebSocket server"; https://www.twilio.com/docs/voice/twiml/connect: without an
+    ``action`` "Twilio will move on to the next TwiML verb"). ``drop_stream`` loses the socket
+    while the call lives, which ends the ``<Connect>`` the same way.
 
-The callee hangs up when it has no scripted line left for a Gather, or when told to
-(``caller_hangs_up``).
+The callee hangs up when it has no scripted line left for a Gather (or, on a stream, when the
+bot has been quiet and it has nothing left to say), or when told to (``caller_hangs_up``).
 
 Run it on its own with ``python -m voicecall.testing.twilio_sim --port P --webhook-url URL``
 (``--speed S`` runs simulated time S times faster); ``/_sim/…`` then offers control endpoints
@@ -52,12 +68,14 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import httpx
 from twilio.request_validator import RequestValidator
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
+from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,
@@ -111,6 +129,8 @@ class SimCall:
     sequence: int = 0
     wake: asyncio.Event = attrs.Factory(asyncio.Event)
     callbacks: asyncio.Queue[dict[str, str]] = attrs.Factory(asyncio.Queue)
+    stream: SimStream | None = None
+    """The call's media stream (its handset outlives each socket), once one was connected."""
 
     @property
     def ended(self) -> bool:
@@ -119,6 +139,8 @@ class SimCall:
     @property
     def heard(self) -> list[str]:
         """What the callee heard (lines over, whole or cut); a cut line shows as ``text—``."""
+        if self.stream is not None:
+            return [line.render() for line in self.stream.handset.heard]
         return [line.render() for line in self.played if line.ended_at is not None]
 
     def summary(self) -> dict[str, Any]:
@@ -143,6 +165,146 @@ class _Stale(Exception):
     """The call was updated or ended while this program ran; it stops quietly."""
 
 
+class SimStream:
+    """Twilio's end of one call's media stream: the socket of the running ``<Connect>`` (one
+    at a time) and the caller's handset, which carries on across sockets."""
+
+    def __init__(self, account_sid: str, call_sid: str, clock: ScaledClock) -> None:
+        self.account_sid = account_sid
+        self.call_sid = call_sid
+        self.clock = clock
+        self.handset: SimulatedHandset  # set by the simulator right after
+        self.connections = 0
+        self.stream_sid: str | None = None
+        self.parameters: dict[str, str] = {}
+        self.urls: list[str] = []
+        self.ignored = 0
+        self._socket: WsConnection | None = None
+        self._sequence = 0
+        self._chunk = 0
+        self._opened_at = 0.0
+        self._closed = False
+
+    @property
+    def socket(self) -> WsConnection | None:
+        return self._socket
+
+    async def open(self, socket: WsConnection, url: str, parameters: dict[str, str]) -> None:
+        """A new stream on ``socket``: ``connected``, then ``start``, then the caller talks."""
+        self._socket = socket
+        self.connections += 1
+        self.urls.append(url)
+        self.stream_sid = "MZ" + uuid.uuid4().hex
+        self.parameters = dict(parameters)
+        self._sequence = 0
+        self._chunk = 0
+        self._opened_at = self.clock.monotonic()
+        await socket.send(
+            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        )
+        await self._send(
+            {
+                "event": "start",
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+        self.handset.start()
+
+    async def read(self, socket: WsConnection) -> None:
+        """What the server sends, until the socket closes (the server's doing or a loss)."""
+        while True:
+            message = await socket.recv()
+            if message is None:
+                return
+            await self._from_server(message)
+
+    async def _from_server(self, message: str) -> None:
+        try:
+            data = json.loads(message)
+            event = data["event"]
+            if data["streamSid"] != self.stream_sid:
+                raise ValueError("a message for another stream")
+            if event == "media":
+                self.handset.receive_audio(base64.b64decode(data["media"]["payload"]))
+            elif event == "mark":
+                self.handset.receive_mark(str(data["mark"]["name"]))
+            elif event == "clear":
+                await self.handset.receive_clear()
+            else:
+                raise ValueError(f"unknown event {event!r}")
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            # Twilio reports a bad message to the debugger and carries on.
+            self.ignored += 1
+            log.info("twilio sim: a malformed stream message ignored")
+
+    async def send_audio(self, frame: bytes) -> None:
+        if self._socket is None:
+            return
+        self._chunk += 1
+        elapsed_ms = (self.clock.monotonic() - self._opened_at) * 1000
+        await self._send(
+            {
+                "event": "media",
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self._chunk),
+                    "timestamp": str(round(elapsed_ms)),
+                    "payload": base64.b64encode(frame).decode("ascii"),
+                },
+            }
+        )
+
+    async def echo_mark(self, name: str) -> None:
+        await self._send({"event": "mark", "mark": {"name": name}})
+
+    async def stop(self) -> None:
+        """Twilio ends the stream: ``stop``, then the socket closes."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await self.stop_socket(socket)
+
+    async def stop_socket(self, socket: WsConnection) -> None:
+        stop = {"accountSid": self.account_sid, "callSid": self.call_sid}
+        await self._send_on(socket, {"event": "stop", "stop": stop})
+        await socket.close()
+
+    def detach(self, socket: WsConnection) -> None:
+        if self._socket is socket:
+            self._socket = None
+
+    async def drop(self) -> None:
+        """The network loses the socket: no ``stop``, the server just sees it close."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close()
+
+    async def close(self) -> None:
+        """The call is over: the handset goes dead and the stream stops."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.handset.stop()
+        await self.stop()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._socket is not None:
+            await self._send_on(self._socket, message)
+
+    async def _send_on(self, socket: WsConnection, message: dict[str, Any]) -> None:
+        self._sequence += 1
+        body = {"event": message["event"], "sequenceNumber": str(self._sequence)}
+        body |= {k: v for k, v in message.items() if k != "event"}
+        body["streamSid"] = self.stream_sid
+        await socket.send(json.dumps(body))
+
+
 class TwilioSimulator:
     """The simulated carrier: an ASGI app (``self``) plus a script for the callee.
 
@@ -163,6 +325,10 @@ class TwilioSimulator:
         chars_per_sec: how fast ``<Say>`` (and the callee) talks.
         callback_delay_s: status callbacks are each delayed by up to this long.
         seed: seeds the random callback delays.
+        connect_ws: how ``<Connect><Stream>`` opens its WebSocket (the network by default;
+            tests connect to the app in-process).
+        barge_in_after_s: on a media stream, the callee talks over any bot line that has
+            played this long (None: it waits for the bot to finish).
     """
 
     def __init__(
@@ -181,6 +347,8 @@ class TwilioSimulator:
         chars_per_sec: float = DEFAULT_CHARS_PER_SEC,
         callback_delay_s: float = 0.2,
         seed: int | None = None,
+        connect_ws: WsConnect | None = None,
+        barge_in_after_s: float | None = None,
     ) -> None:
         self.http = http
         self.clock = clock or ScaledClock(1.0)
@@ -194,6 +362,8 @@ class TwilioSimulator:
         self.reply_delay_s = reply_delay_s
         self.chars_per_sec = chars_per_sec
         self.callback_delay_s = callback_delay_s
+        self.connect_ws: WsConnect = connect_ws or connect_websocket
+        self.barge_in_after_s = barge_in_after_s
         self.unavailable = False
         self.calls: dict[str, SimCall] = {}
         self.dials: list[dict[str, list[str]]] = []
@@ -213,7 +383,26 @@ class TwilioSimulator:
     def played(self, sid: str) -> list[HeardLine]:
         """Each line said to the callee, with its simulated start and end."""
         call = self.calls.get(sid)
+        if call is None:
+            return []
+        if call.stream is not None:
+            return [
+                HeardLine(line.text, line.started_at, line.ended_at, line.whole)
+                for line in call.stream.handset.heard
+            ]
         return [attrs.evolve(line) for line in call.played] if call else []
+
+    def stream(self, sid: str) -> SimStream | None:
+        """The call's media stream (its handset, its connections), once one was opened."""
+        call = self.calls.get(sid)
+        return call.stream if call else None
+
+    async def drop_stream(self, sid: str) -> None:
+        """The network loses the call's stream socket; the call goes on (and Twilio, its
+        ``<Connect>`` over, runs the verbs after it)."""
+        call = self.calls.get(sid)
+        if call is not None and call.stream is not None:
+            await call.stream.drop()
 
     def ended_at(self, sid: str) -> float | None:
         """When the line went dead (simulated time); None while the call is up."""
@@ -262,6 +451,9 @@ class TwilioSimulator:
         return str(self._validator.compute_signature(url, params))
 
     async def aclose(self) -> None:
+        for call in self.calls.values():
+            if call.stream is not None:
+                await call.stream.close()
         await self._background.aclose()
 
     # ------------------------------------------------------------------ ASGI
@@ -469,6 +661,9 @@ class TwilioSimulator:
         call.status = status
         call.ended_at = self.clock.now()
         self._interrupt(call)
+        if call.stream is not None:
+            # The line is dead: the caller hears nothing more and the stream stops.
+            self._background.spawn(call.stream.close())
         self._progress(call, "completed")
 
     def _interrupt(self, call: SimCall) -> int:
@@ -533,6 +728,9 @@ class TwilioSimulator:
                     next_url = (verb.text or "").strip()
                     next_document = await self._fetch(call, generation, next_url, {})
                     break
+                elif tag == "Connect":
+                    self._answer_inbound(call)
+                    await self._connect(call, generation, verb)
                 elif tag == "Hangup":
                     self._end(call, "completed" if call.status == "in-progress" else "canceled")
                     return
@@ -592,6 +790,75 @@ class TwilioSimulator:
         if action is None or verb.get("actionOnEmptyResult") != "true":
             return None
         return action, await self._fetch(call, generation, action, {})
+
+    async def _connect(self, call: SimCall, generation: int, verb: ET.Element) -> None:
+        """``<Connect><Stream>``: a bidirectional stream that holds the call until its
+        WebSocket ends (then the next verb runs); an update or the end of the call stops it.
+        https://www.twilio.com/docs/voice/twiml/stream,
+        https://www.twilio.com/docs/voice/media-streams/websocket-messages."""
+        noun = verb.find("Stream")
+        if noun is None:
+            log.info("twilio sim: only <Connect><Stream> is simulated; skipping <Connect>")
+            return
+        # "The url does not support query string parameters": Twilio connects without it.
+        url = urlunsplit(urlsplit((noun.get("url") or "").strip())._replace(query="", fragment=""))
+        parameters = {
+            name: parameter.get("value", "")
+            for parameter in noun.findall("Parameter")
+            if (name := parameter.get("name"))
+        }
+        stream = call.stream or self._new_stream(call)
+        wake = call.wake
+        try:
+            socket = await self.connect_ws(url)
+        except ConnectionError as err:
+            # The handshake failed: the <Connect> is over, and Twilio goes on.
+            log.info("twilio sim: cannot open the media stream: %s", err)
+            self._check(call, generation)
+            return
+        if call.generation != generation or call.ended:
+            await socket.close()
+            raise _Stale
+        await stream.open(socket, url, parameters)
+        reader = asyncio.ensure_future(stream.read(socket))
+        interrupted = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({reader, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not reader.done():
+                reader.cancel()
+            await asyncio.gather(reader, interrupted, return_exceptions=True)
+        if call.ended:
+            raise _Stale  # ``close`` (started by ``_end``) silences the handset and stops it
+        stream.detach(socket)
+        if call.generation != generation:
+            # An update: its TwiML replaces the <Connect>, which ends the stream.
+            await stream.stop_socket(socket)
+            raise _Stale
+        # The server closed the socket or the network lost it: the call goes on.
+
+    def _new_stream(self, call: SimCall) -> SimStream:
+        stream = SimStream(self.account_sid, call.sid, self.clock)
+
+        async def hang_up() -> None:
+            self._end(call, "completed")
+
+        stream.handset = SimulatedHandset(
+            self.clock,
+            send_audio=stream.send_audio,
+            echo_mark=stream.echo_mark,
+            hang_up=hang_up,
+            replies=self.replies[call.replies_used :],
+            reply_delay_s=self.reply_delay_s,
+            barge_in_after_s=self.barge_in_after_s,
+            chars_per_sec=self.chars_per_sec,
+            # A clear "empties all buffered audio and causes any mark messages to be sent
+            # back" (https://www.twilio.com/docs/voice/media-streams/websocket-messages).
+            echo_marks_on_clear=True,
+        )
+        call.stream = stream
+        return stream
 
     def _answer_inbound(self, call: SimCall) -> None:
         if call.status == "ringing":

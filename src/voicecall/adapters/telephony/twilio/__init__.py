@@ -1,8 +1,9 @@
 """Twilio Programmable Voice behind the telephony port.
 
 One file per concern: ``rest`` (the Call resource over httpx), ``documents`` (the TwiML we
-serve), ``webhooks`` (Twilio's requests → normalised events) and ``verify`` (the signature).
-This module composes them and keeps, per call, what Twilio is running now.
+serve), ``webhooks`` (Twilio's requests → normalised events), ``verify`` (the signature) and
+``stream`` (the media stream's messages). This module composes them and keeps, per call, what
+Twilio is running now.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -24,6 +26,7 @@ from voicecall.adapters.telephony.twilio.documents import (
     twilio_voice,
 )
 from voicecall.adapters.telephony.twilio.rest import AlreadyEnded, TwilioRest
+from voicecall.adapters.telephony.twilio.stream import TwilioStreamDialect
 from voicecall.adapters.telephony.twilio.verify import TwilioSignatureVerifier
 from voicecall.adapters.telephony.twilio.webhooks import (
     END_STATES,
@@ -43,12 +46,19 @@ from voicecall.domain.ports import (
     DialRequest,
     DialResult,
     EventSink,
+    StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
-__all__ = ["OPENAI_TO_TWILIO_VOICE", "TwilioSignatureVerifier", "TwilioTelephony", "twilio_voice"]
+__all__ = [
+    "OPENAI_TO_TWILIO_VOICE",
+    "TwilioSignatureVerifier",
+    "TwilioStreamDialect",
+    "TwilioTelephony",
+    "twilio_voice",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,9 @@ class _Program:
         answering: the fetch being answered now (lines asked for go into its answer).
         ended_by_us: we asked for the end (REST ``Status=completed``, ``<Hangup>``,
             ``<Reject>``), so Twilio's ``completed`` is ours, not the caller's.
+        stream: a media stream asked for and not yet handed to Twilio (the next document
+            opens it). While Twilio runs the ``<Connect><Stream>`` the call is ``busy``: a
+            live update would end the stream, and Twilio fetches from us when it ends.
     """
 
     call_id: str | None
@@ -81,6 +94,7 @@ class _Program:
     reject: bool = False
     hang_up: bool = False
     ended_by_us: bool = False
+    stream: StreamRequest | None = None
 
 
 class TwilioTelephony:
@@ -99,6 +113,14 @@ class TwilioTelephony:
     Our call id travels as the ``callId`` query parameter of every URL we give Twilio (signed
     with the rest of the URL). Inbound calls arrive on the number's voice URL without it and
     are resolved by ``CallSid``.
+
+    Media streams (``MediaStreaming``): the call's audio moves to a bidirectional
+    ``<Connect><Stream>`` whose token is a ``<Parameter>`` (Twilio drops query strings from
+    the stream URL; see ``stream``), followed by a ``<Redirect>`` back to us that Twilio runs
+    only when the stream has ended while the call goes on: that fetch is reported as
+    ``stream.stopped``, and the service's reconnect (a new ``<Connect><Stream>`` with a fresh
+    token) is its answer. Asked for while no fetch is being answered and nothing plays, the
+    stream is opened by a live update of the call.
 
     Args:
         account_sid: the Twilio account (``AC…``); also the REST user name.
@@ -262,6 +284,41 @@ class TwilioTelephony:
             return CarrierStatus(CarrierStatusKind.ENDED, end_state=END_STATES[raw], detail=raw)
         return CarrierStatus(CarrierStatusKind.UNKNOWN, detail=f"unexpected status {raw!r}")
 
+    # ------------------------------------------------------------------ port: media streams
+
+    def stream_dialect(self) -> TwilioStreamDialect:
+        return TwilioStreamDialect()
+
+    async def connect_stream(
+        self, call: Call, stream: StreamRequest, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        parts = urlsplit(stream.url)
+        if parts.scheme not in ("wss", "ws") or parts.query or parts.fragment:
+            # https://www.twilio.com/docs/voice/twiml/stream: a wss URL (ws only reaches a
+            # simulator), and "the url does not support query string parameters".
+            raise CarrierRejected(f"Twilio cannot open a media stream to {stream.url!r}")
+        sid = self._sid(call)
+        program = self._program(sid, call.call_id)
+        if program.ended_by_us:
+            raise CarrierRejected("Twilio: the call is being hung up")
+        program.stream = stream
+        if program.busy:
+            # A fetch of this call is being answered (``reply_to``: the answer, the voice
+            # request, or the fetch that said the last stream ended), or Twilio is about to
+            # ask: the <Connect> goes into that answer rather than cutting what plays.
+            return
+        # Parked or listening: nothing plays, so a live update cuts nothing.
+        document, started = self._next_document(program)
+        try:
+            await self.rest.update_call(sid, [("Twiml", str(document))], "open the media stream")
+        except (AlreadyEnded, VoiceCallError) as err:
+            program.busy = False
+            program.stream = None
+            if isinstance(err, AlreadyEnded):
+                raise CarrierRejected("Twilio: the call is no longer in progress") from None
+            raise
+        self._announce(program, sid, started)
+
     # ------------------------------------------------------------------ port: webhooks
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
@@ -345,6 +402,12 @@ class TwilioTelephony:
             if not program.pending and program.after is AfterSpeech.LISTEN:
                 return documents.say_then_listen(self.urls, call_id, line), line.utterance_id
             return documents.say_then_return(self.urls, call_id, line), line.utterance_id
+        if program.stream is not None:
+            # Lines asked for before the stream (natively) were said first; from here on the
+            # call's speech goes over the stream until Twilio comes back after it.
+            stream, program.stream = program.stream, None
+            program.busy = True
+            return documents.connect_stream(self.urls, call_id, stream.url, stream.token), None
         program.busy = False
         if program.after is AfterSpeech.LISTEN:
             return documents.listen(self.urls, call_id, program.last_line), None

@@ -14,6 +14,14 @@ been said (TwiML reference: https://www.twilio.com/docs/voice/twiml):
 * any other line: ``<Say>…</Say><Redirect>…?u=ID</Redirect>``
   (https://www.twilio.com/docs/voice/twiml/redirect): the Redirect is fetched once the Say
   has been said (https://www.twilio.com/docs/voice/twiml/say), which marks the line played;
+* the call's media stream: ``<Connect><Stream url><Parameter name="token" value/></Stream>
+  </Connect><Redirect>…hook=stream</Redirect>``. A ``<Connect><Stream>`` is bidirectional and
+  holds the call until the WebSocket ends; only then does Twilio run the next verb ("This TwiML
+  instruction is unreachable unless the Stream is ended by your WebSocket server",
+  https://www.twilio.com/docs/voice/twiml/stream; without an ``action``, "<Connect> will
+  finish and Twilio will move on to the next TwiML verb", https://www.twilio.com/docs/voice/
+  twiml/connect). That Redirect's fetch is how we learn the stream ended while the call
+  lives. The stream URL carries no query (Twilio drops it), so the token is a ``<Parameter>``;
 * nothing left to say: listen (an empty Gather), hold and hang up
   (``<Pause length="N"/><Hangup/>``, https://www.twilio.com/docs/voice/twiml/pause,
   https://www.twilio.com/docs/voice/twiml/hangup), or park (``<Pause>`` then
@@ -35,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 from twilio.twiml.voice_response import VoiceResponse
 
+from voicecall.adapters.telephony.twilio.stream import TOKEN_PARAMETER
 from voicecall.domain.speech import SpokenLine
 from voicecall.domain.webhook import WebhookResponse
 
@@ -43,6 +52,7 @@ __all__ = [
     "OPENAI_TO_TWILIO_VOICE",
     "Hook",
     "WebhookUrls",
+    "connect_stream",
     "hang_up",
     "hold_then_hang_up",
     "listen",
@@ -88,6 +98,7 @@ class Hook(enum.StrEnum):
     STATUS = "status"  # StatusCallback: call progress, answered with an empty <Response/>
     GATHER = "gather"  # a <Gather action>: the caller's speech (or silence)
     WAIT = "wait"  # a <Redirect>: after a line (``u``) was said, or a parked call's round trip
+    STREAM = "stream"  # the Redirect after <Connect><Stream>: the media stream ended
     VOICE = "voice"  # no hook: the number's voice URL, i.e. an inbound call
 
 
@@ -119,6 +130,10 @@ class WebhookUrls:
         """A Redirect back to us; ``played`` is the line whose end the fetch reports."""
         extra = {"u": played} if played else {}
         return self.url(Hook.WAIT, call_id, **extra, n=new_token())
+
+    def stream_ended(self, call_id: str | None) -> str:
+        """The Redirect after a ``<Connect><Stream>``; its token names that stream's end."""
+        return self.url(Hook.STREAM, call_id, turn=new_token())
 
 
 def _say(parent: VoiceResponse, line: SpokenLine) -> None:
@@ -178,6 +193,18 @@ def park(urls: WebhookUrls, call_id: str | None, pause_s: int) -> VoiceResponse:
     response = VoiceResponse()
     response.pause(length=pause_s)
     response.redirect(urls.back(call_id), method="POST")
+    return response
+
+
+def connect_stream(
+    urls: WebhookUrls, call_id: str | None, stream_url: str, token: str
+) -> VoiceResponse:
+    """Open the call's bidirectional media stream; come back to us when it ends."""
+    response = VoiceResponse()
+    connect = response.connect()
+    stream = connect.stream(url=stream_url)
+    stream.parameter(name=TOKEN_PARAMETER, value=token)
+    response.redirect(urls.stream_ended(call_id), method="POST")
     return response
 
 

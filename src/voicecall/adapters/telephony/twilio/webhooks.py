@@ -24,6 +24,7 @@ from voicecall.domain.events import (
     CallSilence,
     CallSpeech,
     SpeechPlayed,
+    StreamStopped,
 )
 from voicecall.domain.webhook import WebhookRequest
 
@@ -119,7 +120,7 @@ def read_webhook(request: WebhookRequest) -> TwilioWebhook:
 
 def fetch_events(hook: TwilioWebhook) -> list[CallEvent]:
     """What a TwiML fetch tells us: a call arrived or was answered, a line was said, the
-    caller spoke or was silent."""
+    caller spoke or was silent, or the call's media stream ended."""
     sid, form, key = hook.call_sid, hook.form, hook.key
     if hook.hook is Hook.VOICE:
         if form.get("Direction", "inbound") != "inbound":
@@ -139,6 +140,17 @@ def fetch_events(hook: TwilioWebhook) -> list[CallEvent]:
     if hook.hook is Hook.ANSWER:
         return [
             CallAnswered(call_id=hook.call_id, provider_call_id=sid, dedupe_key=f"{key}:answered")
+        ]
+    if hook.hook is Hook.STREAM:
+        # Twilio runs the verb after <Connect><Stream> only once the stream's WebSocket has
+        # ended and the call is still up (a hang-up runs no more TwiML).
+        return [
+            StreamStopped(
+                call_id=hook.call_id,
+                provider_call_id=sid,
+                reason="the media stream ended; Twilio went on past <Connect>",
+                dedupe_key=f"{key}:stream-stopped:{hook.turn or 'none'}",
+            )
         ]
     events: list[CallEvent] = []
     if hook.utterance_id:
