@@ -5,13 +5,19 @@ The adapter composes four parts, each answering one question:
 - ``rest``: how we talk to Telnyx's REST API (JSON, Bearer key, its error codes);
 - ``documents``: what commands we send it (dial, answer, reject, speak, transcription);
 - ``webhooks``: how we read its webhooks, and which of our utterances a speak webhook is about;
-- ``verify``: how we check its Ed25519 webhook signature.
+- ``verify``: how we check its Ed25519 webhook signature;
+- ``stream``: how its media stream speaks (frames in and out, the token, marks and clear).
 
 Speech: one ``speak`` command per utterance, sent as soon as it is queued. Telnyx keeps the
 order itself: "If multiple speak text commands are issued consecutively, the audio files will
 be placed in a queue awaiting playback"
 (https://developers.telnyx.com/api-reference/call-commands/speak-text), so a later speak never
 cuts an earlier one, and ``call.speak.started`` / ``call.speak.ended`` report each in turn.
+
+Media streams (``streaming.enabled``): once the call is answered the service asks for a stream
+and ``connect_stream`` sends ``actions/streaming_start``; Telnyx then opens the WebSocket to our
+listener. From then on the call's speech goes over the stream and ``play`` is not used for it.
+When Telnyx reports ``streaming.stopped`` while the call lives, the service asks again.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from voicecall.adapters.telephony.telnyx.documents import (
     encode_client_state,
     reject_command,
     speak_command,
+    streaming_start_command,
     telnyx_voice,
     transcription_start_command,
 )
 from voicecall.adapters.telephony.telnyx.rest import ALREADY_ENDED_CODE, TelnyxApiError, TelnyxRest
+from voicecall.adapters.telephony.telnyx.stream import TelnyxStreamDialect
 from voicecall.adapters.telephony.telnyx.verify import TelnyxSignatureVerifier
 from voicecall.adapters.telephony.telnyx.webhooks import (
     HANGUP_CAUSE_STATES,
@@ -51,6 +59,7 @@ from voicecall.domain.ports import (
     DialRequest,
     DialResult,
     EventSink,
+    StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import AfterSpeech, Playback
@@ -63,6 +72,7 @@ __all__ = [
     "OPENAI_TO_TELNYX_VOICE",
     "TelnyxApiError",
     "TelnyxSignatureVerifier",
+    "TelnyxStreamDialect",
     "TelnyxTelephony",
     "decode_client_state",
     "encode_client_state",
@@ -241,6 +251,24 @@ class TelnyxTelephony:
             return CarrierStatus(CarrierStatusKind.LIVE)
         # The status API does not say how it ended; the service closes it as completed.
         return CarrierStatus(CarrierStatusKind.ENDED, detail="Telnyx reports is_alive=false")
+
+    # ------------------------------------------------------------------ port: media streams
+
+    def stream_dialect(self) -> TelnyxStreamDialect:
+        return TelnyxStreamDialect()
+
+    async def connect_stream(
+        self, call: Call, stream: StreamRequest, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """``actions/streaming_start`` on the answered call; Telnyx opens the WebSocket.
+
+        A REST command like every other: the webhook being answered plays no part.
+        """
+        await self._rest.action(
+            _provider_id(call),
+            "streaming_start",
+            streaming_start_command(call.call_id, stream.url, stream.token),
+        )
 
     # ------------------------------------------------------------------ port: webhooks
 

@@ -12,9 +12,11 @@ apart by the order Telnyx plays them in instead (see ``webhooks.SpeakLedger``).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
+from voicecall.adapters.telephony.telnyx.stream import TOKEN_PARAMETER
 from voicecall.adapters.telephony.telnyx.verify import strict_b64decode
 from voicecall.domain.ports import DialRequest
 from voicecall.domain.speech import SpokenLine
@@ -28,6 +30,7 @@ __all__ = [
     "encode_client_state",
     "reject_command",
     "speak_command",
+    "streaming_start_command",
     "telnyx_voice",
     "transcription_start_command",
 ]
@@ -150,4 +153,28 @@ def transcription_start_command(call_id: str) -> dict[str, Any]:
         # The caller's audio only, not our own speech played to them.
         "transcription_tracks": "inbound",
         "client_state": encode_client_state(call_id),
+    }
+
+
+def streaming_start_command(call_id: str, stream_url: str, token: str) -> dict[str, Any]:
+    """``actions/streaming_start``: a two-way μ-law stream of the caller to ``stream_url``.
+
+    From the command's reference
+    (https://developers.telnyx.com/api-reference/call-commands/streaming-start): the caller's
+    audio only (``inbound_track``, so our own speech is not streamed back to us) as PCMU
+    (``stream_codec``); audio we send is played to the call as raw RTP payloads
+    (``stream_bidirectional_mode: "rtp"``, ``stream_bidirectional_codec: "PCMU"``). The stream
+    token rides in ``custom_parameters``, which Telnyx repeats in the ``start`` frame (see
+    ``stream``). ``command_id`` is derived from the token, so a retried request opens one stream.
+    """
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()[:24]
+    return {
+        "stream_url": stream_url,
+        "stream_track": "inbound_track",
+        "stream_codec": "PCMU",
+        "stream_bidirectional_mode": "rtp",
+        "stream_bidirectional_codec": "PCMU",
+        "custom_parameters": [{"name": TOKEN_PARAMETER, "value": token}],
+        "client_state": encode_client_state(call_id),
+        "command_id": f"stream-{digest}",
     }

@@ -28,11 +28,20 @@ when they answered.
 (callee, caller, unknown)" (https://developers.telnyx.com/api-reference/callbacks/call-hangup).
 We are the caller of a call we dialled and the callee of one we answered, so the other side
 hanging up is ``hangup-user``.
+
+**A stream that ended.** ``streaming.stopped`` (payload: ``call_control_id``, ``client_state``,
+``stream_url``; https://developers.telnyx.com/api-reference/callbacks/streaming-stopped) says
+the call's media stream is over; while the call lives, that is a stream to open again
+(``StreamStopped``). ``streaming.started`` needs nothing. ``streaming.failed`` (``failure_reason``
+such as ``connection_failed``; https://developers.telnyx.com/api-reference/callbacks/streaming-failed)
+is acknowledged and logged but not turned into ``StreamStopped``: reopening a stream that cannot
+connect would loop at webhook speed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -49,10 +58,13 @@ from voicecall.domain.events import (
     CallSpeech,
     SpeechPlayed,
     SpeechStarted,
+    StreamStopped,
 )
 from voicecall.domain.webhook import WebhookRequest
 
 __all__ = ["HANGUP_CAUSE_STATES", "Leg", "SpeakLedger", "hangup_reason", "read_webhook"]
+
+log = logging.getLogger(__name__)
 
 HANGUP_CAUSE_STATES: Final[Mapping[str, CallState]] = {
     "normal_clearing": CallState.COMPLETED,
@@ -305,6 +317,24 @@ def _transcription(
     ]
 
 
+def _streaming_stopped(
+    common: _Common, payload: Mapping[str, Any], ledger: SpeakLedger
+) -> list[CallEvent]:
+    return [StreamStopped(**common.fields(), reason="streaming.stopped")]
+
+
+def _streaming_failed(
+    common: _Common, payload: Mapping[str, Any], ledger: SpeakLedger
+) -> list[CallEvent]:
+    reason = payload.get("failure_reason")
+    log.warning(
+        "Telnyx media stream for %s failed: %s",
+        common.provider_call_id,
+        reason if isinstance(reason, str) else "no failure_reason",
+    )
+    return []
+
+
 _Builder = Callable[[_Common, Mapping[str, Any], SpeakLedger], list[CallEvent]]
 
 _EVENT_BUILDERS: Final[Mapping[str, _Builder]] = {
@@ -314,4 +344,6 @@ _EVENT_BUILDERS: Final[Mapping[str, _Builder]] = {
     "call.speak.started": _speak_started,
     "call.speak.ended": _speak_ended,
     "call.transcription": _transcription,
+    "streaming.stopped": _streaming_stopped,
+    "streaming.failed": _streaming_failed,
 }
