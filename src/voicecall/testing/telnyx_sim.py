@@ -49,6 +49,23 @@ cut off by a hang-up rendered ``text—`` (``heard``), and when the line went de
   posted after its own small random delay (``delivery_jitter_s``), so two emitted together may
   swap, and a failed delivery is retried later with the same event id.
 
+- Media streams: ``actions/streaming_start`` with ``stream_url`` opens a WebSocket to it, sends
+  ``connected`` then ``start`` (``stream_id`` at the top level; ``call_control_id``,
+  ``client_state``, ``custom_parameters`` as a name → value object and ``media_format`` inside
+  ``start``), then the caller's audio as ``media`` frames (``track: inbound``) every 20 ms
+  (https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
+  With ``stream_bidirectional_mode: "rtp"`` the audio we send is played to the caller
+  ("RTP media chunks sent back to Telnyx can contain 20 milliseconds to 30 seconds of audio"),
+  a ``mark`` comes back "when the immediately preceding media finishes playing", and ``clear``
+  "Stops the current media playback and clears queued media. Queued marks are sent back" (same
+  page). The caller's end is a ``SimulatedHandset`` following the same script (``replies``,
+  and ``barge_in_after_s`` to talk over a long line). A stream that ends while the call lives
+  (``drop_stream``: the network lost the socket, or our server closed it) is reported with a
+  ``streaming.stopped`` webhook
+  (https://developers.telnyx.com/api-reference/callbacks/streaming-stopped); a stream that
+  cannot connect with ``streaming.failed`` (``failure_reason: connection_failed``). When the
+  call ends the stream gets ``stop`` and closes.
+
 Run standalone::
 
     python -m voicecall.testing.telnyx_sim --port 9123 \\
@@ -57,6 +74,7 @@ Run standalone::
 
 with small control endpoints for tests and demos: ``POST /_sim/inbound {"from", "to"}``,
 ``POST /_sim/hangup {"callControlId"}`` (the callee puts the phone down),
+``POST /_sim/drop-stream {"callControlId"}`` (the network loses the call's media stream),
 ``GET /_sim/calls``, ``POST /_sim/unavailable {"unavailable": true}``, ``GET /_sim/health``.
 ``--speed`` runs simulated time faster than the wall clock (keep 1 against a real gateway:
 webhook timestamps are signed in simulated time).
@@ -82,6 +100,8 @@ import attrs
 import httpx
 from nacl.signing import SigningKey
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
+from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,
@@ -164,6 +184,8 @@ class SimCall:
     """Accepted speaks not yet played; Telnyx's per-call speak queue."""
     playing: _Speak | None = None
     replies_used: int = 0
+    stream: _SimStream | None = None
+    """The call's media stream (the caller's handset on it), once one was asked for."""
     transcribing: bool = False
     reply_pending: bool = False
     answered: int = 0
@@ -213,6 +235,172 @@ class Delivery:
     status: int | None = None
 
 
+class _SimStream:
+    """Telnyx's end of one call's media stream: its socket(s) and the caller's handset.
+
+    ``streaming_start`` opens a socket; one that ends while the call lives is reported with
+    ``streaming.stopped``, and the next ``streaming_start`` carries on with the same handset.
+    """
+
+    def __init__(self, sim: TelnyxSimulator, call: SimCall) -> None:
+        self.sim = sim
+        self.call = call
+        self.connections = 0
+        self.stream_id: str | None = None
+        self._socket: WsConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inbound = True
+        self._plays = False
+        self._sequence = 0
+        self._chunk = 0
+        self._closing = False
+        self.handset = SimulatedHandset(
+            sim.clock,
+            send_audio=self.send_audio,
+            echo_mark=self.echo_mark,
+            hang_up=self._hang_up,
+            replies=sim.replies[call.replies_used :],
+            reply_delay_s=sim.reply_delay_s,
+            barge_in_after_s=sim.barge_in_after_s,
+            chars_per_sec=sim.chars_per_sec,
+            # "A clear frame also returns queued marks."
+            echo_marks_on_clear=True,
+        )
+
+    def open(
+        self,
+        url: str,
+        parameters: dict[str, str],
+        *,
+        inbound: bool,
+        plays: bool,
+        stream_params: dict[str, str],
+    ) -> None:
+        self._inbound, self._plays = inbound, plays
+        self._task = asyncio.ensure_future(self._run(url, parameters, stream_params))
+
+    def _frame(self, event: str, **fields: Any) -> str:
+        self._sequence += 1
+        return json.dumps(
+            {"event": event, "sequence_number": str(self._sequence), "stream_id": self.stream_id}
+            | fields
+        )
+
+    async def _run(
+        self, url: str, parameters: dict[str, str], stream_params: dict[str, str]
+    ) -> None:
+        call = self.call
+        stream_id = str(uuid.uuid4())
+        try:
+            socket = await self.sim.connect_ws(url)
+        except ConnectionError as err:
+            log.warning("telnyx sim: cannot open the media stream: %s", err)
+            self.sim._emit(
+                call,
+                "streaming.failed",
+                {
+                    "failure_reason": "connection_failed",
+                    "stream_id": stream_id,
+                    "stream_params": stream_params,
+                    "stream_type": "websocket",
+                },
+            )
+            return
+        if call.status != "live":
+            await socket.close()
+            return
+        self._socket, self.stream_id, self._sequence, self._chunk = socket, stream_id, 0, 0
+        self.connections += 1
+        await socket.send(json.dumps({"event": "connected", "version": "1.0.0"}))
+        start = {
+            "user_id": "sim-user",
+            "call_control_id": call.call_control_id,
+            "call_session_id": call.call_session_id,
+            "from": call.from_number,
+            "to": call.to_number,
+            "client_state": call.client_state,
+            "custom_parameters": parameters,
+            "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+        }
+        await socket.send(self._frame("start", start=start))
+        self.sim._emit(call, "streaming.started", {"stream_url": stream_params["stream_url"]})
+        self.handset.start()
+        while True:
+            message = await socket.recv()
+            if message is None:
+                break
+            await self._from_server(message)
+        if self._socket is socket:
+            self._socket = None
+        if not self._closing and call.status == "live":
+            self.sim._emit(call, "streaming.stopped", {"stream_url": stream_params["stream_url"]})
+
+    async def _from_server(self, message: str) -> None:
+        try:
+            data = json.loads(message)
+            event = data["event"]
+            if event == "media":
+                if not self._plays:
+                    return  # not a bidirectional stream: nothing is played
+                audio = base64.b64decode(data["media"]["payload"], validate=True)
+                if not 160 <= len(audio) <= 30 * 8000:
+                    log.warning("telnyx sim: a media frame of %d bytes ignored", len(audio))
+                    return
+                self.handset.receive_audio(audio)
+            elif event == "mark":
+                self.handset.receive_mark(str(data["mark"]["name"]))
+            elif event == "clear":
+                await self.handset.receive_clear()
+            else:
+                log.warning("telnyx sim: unknown stream event %r ignored", event)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            log.warning("telnyx sim: a malformed stream message ignored")
+
+    async def send_audio(self, frame: bytes) -> None:
+        socket = self._socket
+        if socket is None or not self._inbound:
+            return
+        self._chunk += 1
+        media = {
+            "track": "inbound",
+            "chunk": str(self._chunk),
+            "timestamp": str((self._chunk - 1) * 20),
+            "payload": base64.b64encode(frame).decode(),
+        }
+        await socket.send(self._frame("media", media=media))
+
+    async def echo_mark(self, name: str) -> None:
+        socket = self._socket
+        if socket is not None:
+            await socket.send(self._frame("mark", mark={"name": name}))
+
+    async def _hang_up(self) -> None:
+        # The caller ran out of things to say and puts the phone down.
+        self.call.replies_used = len(self.sim.replies)
+        await self.sim.caller_hangs_up(self.call.call_control_id)
+
+    async def drop(self) -> None:
+        """The network loses the socket (the call goes on)."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close()
+
+    async def close(self, *, say_stop: bool = True) -> None:
+        """The call is over: the handset stops, ``stop`` is sent and the socket closes."""
+        self._closing = True
+        await self.handset.stop()
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            if say_stop:
+                stop = {"user_id": "sim-user", "call_control_id": self.call.call_control_id}
+                await socket.send(self._frame("stop", stop=stop))
+            await socket.close()
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, code: tuple[str, str], detail: str = "") -> None:
         super().__init__(detail or code[1])
@@ -254,6 +442,10 @@ class TelnyxSimulator:
         chars_per_sec: how fast ``speak`` talks.
         delivery_jitter_s: each webhook is posted after a random delay up to this long.
         seed: seeds the delivery jitter, for a reproducible run.
+        connect_ws: how media streams are opened (the network by default; tests connect
+            in-process).
+        barge_in_after_s: on a media stream, the caller talks over any bot line that has
+            played this long (None: never).
 
     Every delay is in simulated seconds.
     """
@@ -274,6 +466,8 @@ class TelnyxSimulator:
         chars_per_sec: float = DEFAULT_CHARS_PER_SEC,
         delivery_jitter_s: float = 0.05,
         seed: int | None = None,
+        connect_ws: WsConnect | None = None,
+        barge_in_after_s: float | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -290,6 +484,8 @@ class TelnyxSimulator:
         self.chars_per_sec = chars_per_sec
         self.delivery_jitter_s = delivery_jitter_s
         self._random = random.Random(seed)
+        self.connect_ws: WsConnect = connect_ws or connect_websocket
+        self.barge_in_after_s = barge_in_after_s
         self.unavailable = False
         """When set, every REST request is answered 503 (a simulated outage)."""
         self.calls: dict[str, SimCall] = {}
@@ -310,17 +506,45 @@ class TelnyxSimulator:
     def heard(self, call_control_id: str | None) -> list[str]:
         """What the callee heard on the call, in order; a line cut off ends in ``—``."""
         call = self.calls.get(call_control_id or "")
+        if call is not None and call.stream is not None:
+            return [line.render() for line in call.stream.handset.heard]
         return call.heard if call else []
 
     def played(self, call_control_id: str | None) -> list[HeardLine]:
         """Each line played to the callee, with simulated start and end (None while playing)."""
         call = self.calls.get(call_control_id or "")
+        if call is not None and call.stream is not None:
+            return [
+                HeardLine(
+                    text=line.text,
+                    started_at=line.started_at,
+                    ended_at=line.ended_at,
+                    whole=line.whole,
+                )
+                for line in call.stream.handset.heard
+            ]
         return [attrs.evolve(line) for line in call.played] if call else []
 
     def ended_at(self, call_control_id: str | None) -> float | None:
         """Simulated time the line went dead; None while it is up."""
         call = self.calls.get(call_control_id or "")
         return call.ended_at if call else None
+
+    def handset(self, call_control_id: str | None) -> SimulatedHandset | None:
+        """The caller's handset on the call's media stream, once one was asked for."""
+        call = self.calls.get(call_control_id or "")
+        return call.stream.handset if call is not None and call.stream is not None else None
+
+    def stream_connections(self, call_control_id: str | None) -> int:
+        """How many times a media stream of the call was opened."""
+        call = self.calls.get(call_control_id or "")
+        return call.stream.connections if call is not None and call.stream is not None else 0
+
+    async def drop_stream(self, call_control_id: str | None) -> None:
+        """The network loses the call's stream socket; the call itself goes on."""
+        call = self.calls.get(call_control_id or "")
+        if call is not None and call.stream is not None:
+            await call.stream.drop()
 
     async def caller_hangs_up(self, call_control_id: str | None) -> None:
         """The person on the line (callee of an outbound call, caller of an inbound one)
@@ -389,6 +613,9 @@ class TelnyxSimulator:
         }
 
     async def aclose(self) -> None:
+        for call in self.calls.values():
+            if call.stream is not None:
+                await call.stream.close(say_stop=False)
         await self._background.aclose()
 
     # ------------------------------------------------------------------ ASGI
@@ -604,6 +831,39 @@ class TelnyxSimulator:
     def _transcription_stop(self, call: SimCall, body: dict[str, Any]) -> None:
         call.transcribing = False
 
+    def _streaming_start(self, call: SimCall, body: dict[str, Any]) -> None:
+        self._require_live(call)
+        url = body.get("stream_url")
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+            raise _HttpError(422, _BAD_REQUEST, "stream_url must be a ws:// or wss:// URL")
+        track = body.get("stream_track", "inbound_track")
+        if track not in ("inbound_track", "outbound_track", "both_tracks"):
+            raise _HttpError(422, _BAD_REQUEST, "stream_track is not valid")
+        mode = body.get("stream_bidirectional_mode")
+        if mode is not None and mode not in ("mp3", "rtp"):
+            raise _HttpError(422, _BAD_REQUEST, 'stream_bidirectional_mode must be "mp3" or "rtp"')
+        codec = body.get("stream_bidirectional_codec", "PCMU")
+        if mode == "rtp" and codec != "PCMU":
+            # The only codec this simulator plays; Telnyx also has PCMA, G722, OPUS, AMR-WB, L16.
+            raise _HttpError(422, _BAD_REQUEST, "the simulator plays PCMU only")
+        parameters: dict[str, str] = {}
+        for item in body.get("custom_parameters") or []:
+            name, value = (
+                (item.get("name"), item.get("value")) if isinstance(item, dict) else (None, None)
+            )
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise _HttpError(422, _BAD_REQUEST, "custom_parameters are {name, value} strings")
+            parameters[name] = value
+        if call.stream is None:
+            call.stream = _SimStream(self, call)
+        call.stream.open(
+            url,
+            parameters,
+            inbound=track != "outbound_track",
+            plays=mode == "rtp",
+            stream_params={"stream_url": url, "stream_track": track},
+        )
+
     def _hangup(self, call: SimCall, body: dict[str, Any]) -> None:
         call.hangups += 1
         # Whoever placed the leg is its caller; that is us on outbound calls.
@@ -617,6 +877,7 @@ class TelnyxSimulator:
         "speak": _speak,
         "transcription_start": _transcription_start,
         "transcription_stop": _transcription_stop,
+        "streaming_start": _streaming_start,
         "hangup": _hangup,
     }
 
@@ -715,6 +976,8 @@ class TelnyxSimulator:
         call.hangup_source = source
         call.ended_at = now
         call.end_time = _iso(now)
+        if call.stream is not None:
+            self._background.spawn(call.stream.close())
         self._emit(
             call,
             "call.hangup",
@@ -816,6 +1079,12 @@ class TelnyxSimulator:
                 raise _HttpError(404, _NOT_FOUND, "no such callControlId")
             await self.caller_hangs_up(target)
             return 200, self.calls[target].to_json()
+        if path == "/_sim/drop-stream" and method == "POST":
+            target = document.get("callControlId")
+            if not isinstance(target, str) or target not in self.calls:
+                raise _HttpError(404, _NOT_FOUND, "no such callControlId")
+            await self.drop_stream(target)
+            return 200, self.calls[target].to_json()
         if path == "/_sim/unavailable" and method == "POST":
             self.unavailable = bool(document.get("unavailable", True))
             return 200, {"unavailable": self.unavailable}
@@ -855,6 +1124,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reply-delay-ms", type=int, default=300)
     parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
     parser.add_argument(
+        "--barge-in-after-s",
+        type=float,
+        default=None,
+        help="on a media stream, the caller talks over a bot line that has played this long",
+    )
+    parser.add_argument(
         "--speed",
         type=float,
         default=1.0,
@@ -873,6 +1148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         reply_delay_s=args.reply_delay_ms / 1000,
         clock=ScaledClock(args.speed),
         chars_per_sec=args.chars_per_sec,
+        barge_in_after_s=args.barge_in_after_s,
     )
     print(f"telnyx sim: public key {simulator.public_key_b64}", flush=True)
     uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
