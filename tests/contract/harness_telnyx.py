@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 from nacl.signing import SigningKey
 
+from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.telnyx import TelnyxTelephony, encode_client_state
+from voicecall.adapters.telephony.wsclient import WsConnect
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock
@@ -41,6 +43,25 @@ class Harness:
         self.key = SigningKey.generate()
         self.sim: TelnyxSimulator | None = None
         self.rest: httpx.AsyncClient | None = None
+        self.connect_ws: WsConnect | None = None
+        self.barge_in_after_s: float | None = None
+
+    # ------------------------------------------------------------------ StreamHarness
+
+    def enable_streams(self, connect_ws: WsConnect, barge_in_after_s: float | None) -> None:
+        self.connect_ws = connect_ws
+        self.barge_in_after_s = barge_in_after_s
+
+    def handset(self, call: Call) -> SimulatedHandset | None:
+        return self._sim().handset(call.provider_call_id)
+
+    def stream_connections(self, call: Call) -> int:
+        return self._sim().stream_connections(call.provider_call_id)
+
+    async def drop_stream(self, call: Call) -> None:
+        await self._sim().drop_stream(call.provider_call_id)
+
+    # ------------------------------------------------------------------ CarrierHarness
 
     def plugin_config(self) -> dict[str, Any]:
         return {
@@ -73,6 +94,8 @@ class Harness:
             # Enough for a line's end and the next one's start to swap now and then; the
             # swaps are exercised hard in test_telnyx_speech.py.
             delivery_jitter_s=0.05,
+            connect_ws=self.connect_ws,
+            barge_in_after_s=self.barge_in_after_s,
         )
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TelnyxTelephony.from_config(config, clock, http=self.rest)
