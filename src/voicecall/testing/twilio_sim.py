@@ -50,7 +50,7 @@ bot has been quiet and it has nothing left to say), or when told to (``caller_ha
 Run it on its own with ``python -m voicecall.testing.twilio_sim --port P --webhook-url URL``
 (``--speed S`` runs simulated time S times faster); ``/_sim/…`` then offers control endpoints
 (``POST /_sim/inbound``, ``GET /_sim/calls``, ``POST /_sim/unavailable``,
-``POST /_sim/hangup`` with ``{"callSid": …}``).
+``POST /_sim/hangup`` and ``POST /_sim/drop-stream`` with ``{"callSid": …}``).
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class SimCall:
             "hangups": self.hangups,
             "updates": self.updates,
             "statusReads": self.status_reads,
+            "streamConnections": self.stream.connections if self.stream is not None else 0,
         }
 
 
@@ -390,7 +391,7 @@ class TwilioSimulator:
                 HeardLine(line.text, line.started_at, line.ended_at, line.whole)
                 for line in call.stream.handset.heard
             ]
-        return [attrs.evolve(line) for line in call.played] if call else []
+        return [attrs.evolve(line) for line in call.played]
 
     def stream(self, sid: str) -> SimStream | None:
         """The call's media stream (its handset, its connections), once one was opened."""
@@ -595,11 +596,14 @@ class TwilioSimulator:
         if method == "POST" and path == "/_sim/unavailable":
             self.unavailable = True if data is None else bool(data)
             return 200, {"unavailable": self.unavailable}
-        if method == "POST" and path == "/_sim/hangup":
+        if method == "POST" and path in ("/_sim/hangup", "/_sim/drop-stream"):
             target = data.get("callSid") if isinstance(data, dict) else None
             if not isinstance(target, str) or target not in self.calls:
                 return 404, {"error": "no such call"}
-            self.caller_hangs_up(target)
+            if path == "/_sim/hangup":
+                self.caller_hangs_up(target)
+            else:
+                await self.drop_stream(target)
             return 200, {"callSid": target, "status": self.calls[target].status}
         return 404, {"error": "unknown control endpoint"}
 
@@ -957,6 +961,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--speed", type=float, default=1.0, help="simulated seconds per wall second (1 = real)"
     )
     parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
+    parser.add_argument(
+        "--barge-in-after-s",
+        type=float,
+        default=None,
+        help="on a media stream, the callee talks over a bot line that has played this long",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
@@ -973,6 +983,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         answer_delay_s=args.answer_delay_ms / 1000,
         reply_delay_s=args.reply_delay_ms / 1000,
         chars_per_sec=args.chars_per_sec,
+        barge_in_after_s=args.barge_in_after_s,
     )
     uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
 
