@@ -775,3 +775,57 @@ def test_rfc8032_key_through_the_telnyx_verifier() -> None:
     # The key is base64, as Telnyx shows it; the RFC's hex form is not a key.
     hex_keyed = TelnyxSignatureVerifier(RFC8032_PUBLIC.hex(), clock_now=lambda: NOW)
     assert_refused(hex_keyed.verify(telnyx_request(signature=signature)))
+
+
+@pytest.mark.parametrize(
+    ("verifier", "request_", "reason"),
+    [
+        pytest.param(
+            telnyx(),
+            telnyx_request(timestamp=None, signature="AAAA"),
+            "missing Telnyx signature headers",
+            id="missing",
+        ),
+        pytest.param(
+            telnyx(key=""),
+            telnyx_request(),
+            "Telnyx public key is missing or malformed",
+            id="no-key",
+        ),
+        pytest.param(
+            telnyx(),
+            telnyx_request(timestamp="12a", signature="AAAA"),
+            "malformed telnyx-timestamp",
+        ),
+        pytest.param(
+            telnyx(),
+            telnyx_request(timestamp=str(NOW + 301)),
+            "telnyx-timestamp outside tolerance",
+            id="tolerance",
+        ),
+        pytest.param(
+            telnyx(), telnyx_request(signature="AAAA"), "malformed Telnyx signature", id="short"
+        ),
+        pytest.param(
+            telnyx(),
+            telnyx_request(signed_body=b"other"),
+            "bad Telnyx signature",
+            id="bad",
+        ),
+        pytest.param(telnyx(), telnyx_request(), "valid Telnyx signature", id="valid"),
+    ],
+)
+def test_telnyx_verdicts_say_why(
+    verifier: TelnyxSignatureVerifier, request_: WebhookRequest, reason: str
+) -> None:
+    # The reason goes into the one log line an operator reads when a webhook is refused.
+    assert verifier.verify(request_).reason == reason
+
+
+def test_telnyx_base64_with_stray_characters_is_not_a_signature() -> None:
+    # Lenient base64 would drop the stray "!" and read the genuine signature.
+    genuine = telnyx_request().header("telnyx-signature-ed25519")
+    assert genuine is not None
+    assert telnyx().verify(telnyx_request(signature=genuine)).ok
+    assert_refused(telnyx().verify(telnyx_request(signature="!" + genuine)))
+    assert_refused(telnyx(key="!" + PUBLIC_KEY_B64).verify(telnyx_request()))

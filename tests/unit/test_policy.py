@@ -151,3 +151,31 @@ def test_the_last_ten_digits_example_from_the_issue() -> None:
     policy = InboundPolicy(InboundPolicyMode.ALLOWLIST, frozenset({"+15551230001"}))
     assert policy.decide("+445551230001").accept is False
     assert policy.decide("+5551230001").accept is False
+
+
+@pytest.mark.parametrize(
+    ("policy", "caller", "reason"),
+    [
+        (
+            InboundPolicy(InboundPolicyMode.DISABLED, frozenset({ALLOWED})),
+            ALLOWED,
+            "inbound calls are disabled (inboundPolicy: disabled)",
+        ),
+        (InboundPolicy(InboundPolicyMode.OPEN), None, "inbound policy is open"),
+        (ALLOWLIST, None, "caller ID is withheld or not an E.164 number"),
+        (ALLOWLIST, ALLOWED, "caller is in allowFrom"),
+        (ALLOWLIST, "+15559990000", "caller is not in allowFrom"),
+    ],
+)
+def test_inbound_decisions_say_why(policy: InboundPolicy, caller: str | None, reason: str) -> None:
+    # The reason is what an operator reads in the call's endDetail and the event log.
+    assert policy.decide(caller).reason == reason
+
+
+def test_outbound_refusals_say_what_to_do() -> None:
+    with pytest.raises(CallerError) as no_number:
+        OutboundPolicy().resolve_callee(None)
+    assert no_number.value.detail == "no number to call: pass 'to' or set toNumber in the config"
+    assert OutboundPolicy(default_mode=CallMode.CONVERSATION).resolve_mode("") is (
+        CallMode.CONVERSATION
+    )
