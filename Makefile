@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest bench clean
+.PHONY: demo test lint typecheck imports pytest bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,16 @@ imports: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# Mutation testing of the domain, the signature verifiers and the webhook door ([tool.mutmut]
+# in pyproject.toml). Slow, so not part of `make test`. Surviving mutants that cannot be
+# killed are listed, with the reason, in mutation/equivalent.md.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/python mutation/score.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/webhook_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants
