@@ -253,6 +253,9 @@ class MockConfig:
     )
     speech_chars_per_sec: _PositiveRate = 15.0
     """Simulated speech takes time, as on a real line: this many characters a second."""
+    barge_in_after_ms: _Positive | None = None
+    """On a media stream, the simulated callee talks over any bot line that has played this
+    long (a barge-in); unset, it waits for the bot to finish."""
 
 
 DEFAULT_RESPONSE_SYSTEM_PROMPT: Final = (

@@ -95,6 +95,9 @@ def _mock_settings(config: AppConfig) -> MockSettings:
         outcome=mock.outcome,
         replies=tuple(mock.replies),
         speech_chars_per_sec=mock.speech_chars_per_sec,
+        barge_in_after_s=(
+            mock.barge_in_after_ms / 1000 if mock.barge_in_after_ms is not None else None
+        ),
     )
 
 

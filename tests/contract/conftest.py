@@ -39,7 +39,7 @@ CALLEE = "+15557654321"
 REPLIES = ("Yes, I can talk.", "Noon works.", "Bye now.")
 # Simulated seconds per wall second: speech takes its real time in the simulators' clock,
 # and the suite waits 1/SPEED of it. Timing assertions are made in simulated time.
-SPEED = 20.0
+SPEED = 10.0
 
 
 class CarrierHarness(Protocol):

@@ -280,15 +280,36 @@ async def test_barge_in_clears_the_carrier_and_cuts_where_the_caller_was() -> No
     await rig.ear.says(TranscriptEvent(TranscriptKind.SPEECH_STARTED, started_ms=1200))
     assert socket.sent[-1][1] == {"event": "clear"}
     [cut] = [e for e in rig.events if isinstance(e, SpeechCut)]
-    assert cut.utterance_id == "u1" and cut.rest
+    assert cut.utterance_id == "u1" and not cut.rest
     assert cut.heard_ms is not None and 1200 <= cut.heard_ms <= 1300
     await rig.clock.advance(5.0)
-    # Nothing of u1 or u2 is sent after the clear.
+    # While the caller talks, nothing more is sent: the rest of u1 never, u2 not yet.
     assert sum(len(p) for _, p in socket.media_sent()) == sent_before
-    # A new line after the barge-in plays at once, from an empty carrier buffer.
-    await rig.play(("u3", "ok"))
+    # The caller finishes: the queued line plays, at once, from an empty carrier buffer.
+    await rig.ear.says(TranscriptEvent(TranscriptKind.FINAL, "wait", started_ms=1200))
+    finished_at = rig.clock.now()
+    await rig.clock.advance(2.0)
+    marks = [(at, m["name"]) for at, m in socket.sent if m["event"] == "mark"]
+    assert [name for _, name in marks] == ["u2"]
+    first_u2 = next(at for at, _ in socket.media_sent()[len(socket.media_sent()) - 11 :])
+    assert first_u2 - finished_at < 0.05
+    await _close(socket, task)
+
+
+async def test_after_a_barge_in_the_bot_waits_only_so_long_for_the_caller() -> None:
+    rig = Rig(lead_ms=200, ms_per_char=100)
+    socket, task = await rig.open(rig.media.expect("call-1"))
+    await rig.play(("u1", "x" * 30), ("u2", "queued"))
     await rig.clock.advance(1.0)
-    assert [m["name"] for _, m in socket.sent if m["event"] == "mark"] == ["u3"]
+    await rig.ear.says(TranscriptEvent(TranscriptKind.SPEECH_STARTED, started_ms=900))
+    caller_frame = base64.b64encode(b"\xff" * 160).decode()
+    for _ in range(9):
+        socket.carrier_says(event="media", payload=caller_frame)
+        await rig.clock.advance(1.0)
+    assert not [m for _, m in socket.sent if m["event"] == "mark"]
+    socket.carrier_says(event="media", payload=caller_frame)
+    await rig.clock.advance(2.0)  # max_hold_s (10 s) is over: the bot goes on
+    assert [m["name"] for _, m in socket.sent if m["event"] == "mark"] == ["u2"]
     await _close(socket, task)
 
 

@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         default="mock",
         help="mock (offline) or a real adapter against its simulated carrier",
     )
+    demo.add_argument(
+        "--streaming",
+        action="store_true",
+        help="speak and listen over the carrier's media stream, with a barge-in",
+    )
     return parser
 
 
@@ -133,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         # The demo writes and uses its own throw-away config; the operator's is not touched.
         from voicecall.entrypoints.demo import run_demo
 
-        return run_demo(keep=args.keep, carrier_name=args.carrier)
+        return run_demo(keep=args.keep, carrier_name=args.carrier, streaming=args.streaming)
     config = load_config(args.config, os.environ)
     if args.command == "serve":
         from voicecall.entrypoints.server import serve

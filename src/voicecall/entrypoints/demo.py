@@ -129,7 +129,9 @@ def _carrier(name: str, webhook_port: int) -> _Carrier:
     return _Carrier(name, plugin, command, env, port)
 
 
-def _write_config(directory: Path, carrier: _Carrier, webhook_port: int) -> Path:
+def _write_config(
+    directory: Path, carrier: _Carrier, webhook_port: int, streaming: bool = False
+) -> Path:
     plugin: dict[str, Any] = {
         "enabled": True,
         "fromNumber": OUR_NUMBER,
@@ -141,6 +143,12 @@ def _write_config(directory: Path, carrier: _Carrier, webhook_port: int) -> Path
         "store": str(directory / "store"),
     }
     plugin.update(carrier.plugin)
+    if streaming:
+        # Audio over the carrier's media stream, spoken and heard by the offline tone doubles;
+        # the simulated callee talks over any line longer than four seconds (a barge-in).
+        plugin["streaming"] = {"enabled": True}
+        if carrier.name == "mock":
+            plugin["mock"] = {**plugin.get("mock", {}), "bargeInAfterMs": BARGE_IN_AFTER_MS}
     config = {
         "plugins": {"entries": {"voice-call": {"config": plugin}}},
         "gateway": {"bind": "127.0.0.1", "port": _free_port()},
@@ -170,8 +178,12 @@ class _Printer:
         when = _clock(event["at"])
         who = self.names.get(event["callId"], event["callId"][:8])
         kind = event["type"]
+        if kind == "call.transcript" and data["speaker"] == "bot":
+            return  # "played" and "cut" below say it, with their moments
         if kind == "call.transcript":
             line = f"{data['speaker']:>4} says: {data['text']!r}"
+        elif kind == "speech.started":
+            return  # "played" says when it started and ended
         elif kind == "speech.queued":
             line = f" bot queues: {data['text']!r}"
         elif kind == "speech.played":
@@ -180,8 +192,12 @@ class _Printer:
                 f" -> {_clock(data['endedAt'])})"
             )
         elif kind == "speech.cut":
-            heard = data.get("startedAt") is not None
-            line = f"    bot cut: {data['text']!r}" + ("" if heard else " (never started)")
+            if data.get("startedAt") is None:
+                line = f"    bot cut: {data['text']!r} (never started)"
+            elif data.get("heardMs") is not None:
+                line = f"    bot cut: {data['text']!r} after {data['heardMs'] / 1000:.2f} s"
+            else:
+                line = f"    bot cut: {data['text']!r}"
         elif kind == "call.created":
             call = data["call"]
             line = f"created {call['direction']} {call['from']} -> {call['to']}"
@@ -228,7 +244,9 @@ def _wait_ended(client: GatewayClient, call_id: str, timeout: float = 30) -> dic
         time.sleep(0.1)
 
 
-def _script(client: GatewayClient, printer: _Printer, carrier: _Carrier) -> list[dict[str, Any]]:
+def _script(
+    client: GatewayClient, printer: _Printer, carrier: _Carrier, streaming: bool = False
+) -> list[dict[str, Any]]:
     finished = []
 
     printer.say("\n1) A notify call: speak one message, hang up after notifyHangupDelaySec")
@@ -244,12 +262,18 @@ def _script(client: GatewayClient, printer: _Printer, carrier: _Carrier) -> list
     finished.append(_wait_ended(client, placed["callId"]))
     time.sleep(0.3)
 
-    printer.say("\n2) A conversation: two turns, then hang up")
+    if streaming:
+        printer.say(
+            "\n2) A conversation over the media stream: the callee talks over the long opening"
+            " (barge-in: the bot stops, the line is recorded cut), then two turns"
+        )
+    else:
+        printer.say("\n2) A conversation: two turns, then hang up")
     placed = client.call(
         "voicecall.initiate",
         {
             "to": CALLEE,
-            "message": "Hello, this is your assistant calling about tomorrow's meeting.",
+            "message": LONG_OPENING if streaming else OPENING,
             "mode": "conversation",
         },
     )
@@ -276,16 +300,28 @@ def _script(client: GatewayClient, printer: _Printer, carrier: _Carrier) -> list
     return finished
 
 
-def _judge(finished: list[dict[str, Any]]) -> list[str]:
+OPENING = "Hello, this is your assistant calling about tomorrow's meeting."
+LONG_OPENING = (
+    "Hello, this is your assistant calling about tomorrow's meeting, which has moved twice"
+    " already this week, so I would like to be sure we agree on the new time."
+)
+BARGE_IN_AFTER_MS = 4000
+
+
+def _judge(finished: list[dict[str, Any]], streaming: bool = False) -> list[str]:
     """What went wrong, if anything, with the four calls."""
     notify, conversation, friend, stranger = finished
     problems = []
+    if streaming and not any(t.get("cut") for t in conversation["transcript"]):
+        problems.append("the callee's barge-in did not cut the long opening")
     if notify["state"] != "completed":
         problems.append(f"the notify call ended {notify['state']}, not completed")
     if conversation["state"] != "hangup-bot":
         problems.append(f"the conversation ended {conversation['state']}, not hangup-bot")
     if sum(1 for t in conversation["transcript"] if t["speaker"] == "user") < 2:
         problems.append("the conversation did not get two replies")
+    if friend["state"] not in TERMINAL:
+        problems.append(f"the allowlisted caller's call never ended ({friend['state']})")
     if not friend["transcript"] or friend["transcript"][0]["text"] != GREETING:
         problems.append("the allowlisted caller did not hear the greeting")
     if stranger["state"] != "hangup-bot" or stranger["transcript"]:
@@ -296,12 +332,12 @@ def _judge(finished: list[dict[str, Any]]) -> list[str]:
 GREETING = "Hello! How can I help you today?"
 
 
-def run_demo(keep: bool = False, carrier_name: str = "mock") -> int:
+def run_demo(keep: bool = False, carrier_name: str = "mock", streaming: bool = False) -> int:
     """Run the tour; returns the exit code (0 when every call behaved as expected)."""
     directory = Path(tempfile.mkdtemp(prefix="voicecall-demo-"))
     webhook_port = _free_port()
     carrier = _carrier(carrier_name, webhook_port)
-    config_path = _write_config(directory, carrier, webhook_port)
+    config_path = _write_config(directory, carrier, webhook_port, streaming)
     config = load_config(config_path, {})
     log_path = directory / "serve.log"
     printer = _Printer()
@@ -331,7 +367,7 @@ def run_demo(keep: bool = False, carrier_name: str = "mock") -> int:
         follower = threading.Thread(target=_follow, args=(client, printer, stop), daemon=True)
         follower.start()
         time.sleep(0.3)
-        finished = _script(client, printer, carrier)
+        finished = _script(client, printer, carrier, streaming)
         time.sleep(0.5)
         stop.set()
         follower.join(2)
@@ -341,7 +377,7 @@ def run_demo(keep: bool = False, carrier_name: str = "mock") -> int:
                 f"  {printer.names[call['callId']]:<13} {call['direction']:<9}"
                 f" {call['state']:<12} {len(call['transcript'])} transcript lines"
             )
-        problems = _judge(finished)
+        problems = _judge(finished, streaming)
         for problem in problems:
             printer.say(f"  PROBLEM: {problem}")
         printer.say("\nAll four calls behaved as expected." if not problems else "")

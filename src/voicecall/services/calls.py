@@ -558,11 +558,11 @@ class CallService:
         changed = call.speech.cut_at(event.utterance_id, now, rest=event.rest)
         if not changed:
             return
-        for utterance in changed:
-            if utterance.state is UtteranceState.PLAYED or (
-                utterance.state is UtteranceState.CUT and utterance.was_heard
-            ):
-                self._record_bot_line(call, utterance)
+        said = [
+            self._record_bot_line(call, utterance)
+            for utterance in changed
+            if utterance.state is UtteranceState.PLAYED or utterance.was_heard
+        ]
         if call.speech.idle and _after_for(call) is AfterSpeech.LISTEN:
             call.transition(CallState.LISTENING, now)
         for utterance in changed:
@@ -571,6 +571,7 @@ class CallService:
                 data["heardMs"] = event.heard_ms
             kind = "speech.played" if utterance.state is UtteranceState.PLAYED else "speech.cut"
             await self._commit(call, kind, data)
+        await self._publish_lines(call, said)
 
     async def _is_live(self, call_id: str) -> bool:
         call = await self.store.get(call_id)
@@ -587,9 +588,11 @@ class CallService:
             changed = call.speech.mark_played(event.utterance_id, now)
         if not changed:
             return
-        for utterance in changed:
-            if utterance.state is UtteranceState.PLAYED:
-                self._record_bot_line(call, utterance)
+        said = [
+            self._record_bot_line(call, utterance)
+            for utterance in changed
+            if utterance.state is UtteranceState.PLAYED
+        ]
         if call.speech.idle and _after_for(call) is AfterSpeech.LISTEN:
             call.transition(CallState.LISTENING, now)
         for utterance in changed:
@@ -597,19 +600,31 @@ class CallService:
                 "speech.started" if utterance.state is UtteranceState.PLAYING else "speech.played"
             )
             await self._commit(call, kind, utterance_to_dict(utterance))
+        await self._publish_lines(call, said)
         if call.speech.idle and _is_notify(call):
             # Notify: hang up notifyHangupDelaySec after the message was *played*, not queued.
             self._arm_notify_hangup(call, runtime, self.settings.outbound.notify_hangup_delay_sec)
 
-    def _record_bot_line(self, call: Call, utterance: Utterance) -> None:
-        """A bot line joins the transcript when it was played (or cut while playing)."""
+    def _record_bot_line(self, call: Call, utterance: Utterance) -> dict[str, Any]:
+        """A bot line joins the transcript when it was played (or cut while playing).
+
+        Returns the ``call.transcript`` event to publish once the change is committed.
+        """
+        cut = utterance.state is UtteranceState.CUT
         call.add_transcript(
             Speaker.BOT,
             utterance.text,
             utterance.started_at if utterance.started_at is not None else self.clock.now(),
-            cut=utterance.state is UtteranceState.CUT,
+            cut=cut,
             utterance_id=utterance.utterance_id,
         )
+        return {"speaker": "bot", "text": utterance.text, "utteranceId": utterance.utterance_id} | (
+            {"cut": True} if cut else {}
+        )
+
+    async def _publish_lines(self, call: Call, lines: Sequence[dict[str, Any]]) -> None:
+        for line in lines:
+            await self._commit(call, "call.transcript", line)
 
     async def _on_speech(self, call: Call, runtime: _Runtime, event: CallSpeech) -> None:
         text = event.transcript.strip()
@@ -740,9 +755,7 @@ class CallService:
         # What was playing is cut where the caller stopped hearing it; what never started
         # never reaches the transcript.
         cut = call.speech.cut_all(now)
-        for utterance in cut:
-            if utterance.was_heard:
-                self._record_bot_line(call, utterance)
+        said = [self._record_bot_line(call, u) for u in cut if u.was_heard]
         await self._commit(
             call,
             "call.state",
@@ -751,6 +764,7 @@ class CallService:
         )
         for utterance in cut:
             await self._commit(call, "speech.cut", utterance_to_dict(utterance))
+        await self._publish_lines(call, said)
         runtime.ended.set()
         runtime.ready.set()
         if runtime.turn is not None:

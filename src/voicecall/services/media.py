@@ -47,6 +47,7 @@ from voicecall.domain.ports import (
     EventSink,
     SpeechSynthesizer,
     StreamDialect,
+    TimerHandle,
     Transcriber,
     TranscriberSession,
     TranscriptEvent,
@@ -114,6 +115,7 @@ class _CallMedia:
     sender: asyncio.Task[None] | None = None
     transcriber: TranscriberSession | None = None
     playing: list[_Playing] = attrs.Factory(list)
+    sent_lines: collections.deque[_Line] = attrs.Factory(lambda: collections.deque(maxlen=16))
     # Playout clock: audio sent since ``playout_start`` (monotonic seconds).
     playout_start: float = 0.0
     sent_ms: float = 0.0
@@ -121,6 +123,9 @@ class _CallMedia:
     inbound_epoch: float = 0.0  # clock time of the first caller audio
     generation: int = 0
     ended: bool = False
+    # After a barge-in the bot holds its queued lines until the caller has finished.
+    holding: bool = False
+    hold_timer: TimerHandle | None = None
 
 
 class MediaService:
@@ -132,6 +137,8 @@ class MediaService:
         transcriber: opens one transcription session per streamed call.
         secret: the key stream tokens are signed with (generated at first start, 0600).
         lead_ms: how far ahead of real time outbound audio may be sent (``streaming.leadMs``).
+        max_hold_s: after a barge-in, the longest the bot waits for the caller to finish
+            before its queued lines play anyway.
         token_ttl_s: how long a minted stream token is good for.
         limits: bounds on a carrier's stream.
     """
@@ -146,6 +153,7 @@ class MediaService:
         lead_ms: float = 200.0,
         token_ttl_s: float = 600.0,
         limits: MediaLimits | None = None,
+        max_hold_s: float = 10.0,
     ) -> None:
         self.clock = clock
         self.synthesizer = synthesizer
@@ -153,6 +161,7 @@ class MediaService:
         self.lead_ms = lead_ms
         self.token_ttl_s = token_ttl_s
         self.limits = limits or MediaLimits()
+        self.max_hold_s = max_hold_s
         self._secret = secret
         self._calls: dict[str, _CallMedia] = {}
         self._used_nonces: dict[str, float] = {}
@@ -375,7 +384,7 @@ class MediaService:
     async def _send_loop(self, media: _CallMedia, generation: int) -> None:
         try:
             while media.generation == generation:
-                if not media.outbox:
+                if not media.outbox or media.holding:
                     media.wake.clear()
                     await media.wake.wait()
                     continue
@@ -394,6 +403,7 @@ class MediaService:
         self._settle_playout(media)
         entry = _Playing(line.utterance_id, start_ms=media.sent_ms)
         media.playing.append(entry)
+        media.sent_lines.append(line)
         started = False
         pending = b""
         async for chunk in self.synthesizer.synthesize(line.text, line.voice):
@@ -486,7 +496,10 @@ class MediaService:
                     dedupe_key=f"stream:{media.call_id}:{generation}:{event.started_ms}:{event.text}",
                 )
             )
-        elif event.text:
+        else:
+            self._release_hold(media)
+            if not event.text:
+                return
             await self._emit(
                 CallSpeech(
                     call_id=media.call_id,
@@ -498,14 +511,22 @@ class MediaService:
             )
 
     async def _barge_in(self, media: _CallMedia) -> None:
-        """Caller speech while the bot plays: clear the carrier's buffer and cut the line."""
+        """Caller speech while the bot plays: clear the carrier's buffer and cut the line
+        where the caller was. Lines queued behind it wait until the caller has finished."""
         if not media.playing or media.socket is None or media.dialect is None:
             return
         heard_ms = (self.clock.monotonic() - media.playout_start) * 1000.0
         current = media.playing[0]
         await media.socket.send_text(media.dialect.clear())
+        # Lines whose audio was sent but never reached the caller go back to the front.
+        unheard = [entry for entry in media.playing[1:] if entry.start_ms >= heard_ms]
+        lines = {line.utterance_id: line for line in media.sent_lines}
+        for entry in reversed(unheard):
+            line = lines.get(entry.utterance_id)
+            if line is not None:
+                media.outbox.appendleft(line)
         media.playing.clear()
-        media.outbox.clear()
+        self._hold(media)
         # The carrier's buffer is empty now: the next audio plays at once.
         media.sent_ms = 0.0
         media.playout_start = self.clock.monotonic()
@@ -518,8 +539,24 @@ class MediaService:
                 call_id=media.call_id,
                 utterance_id=current.utterance_id,
                 heard_ms=max(0, round(heard_ms - current.start_ms)),
+                rest=False,
             )
         )
+
+    def _hold(self, media: _CallMedia) -> None:
+        media.holding = True
+        if media.hold_timer is not None:
+            media.hold_timer.cancel()
+        # A transcriber that never reports the end of the caller's words cannot mute the bot.
+        media.hold_timer = self.clock.schedule(self.max_hold_s, lambda: self._release_hold(media))
+
+    def _release_hold(self, media: _CallMedia) -> None:
+        if media.hold_timer is not None:
+            media.hold_timer.cancel()
+            media.hold_timer = None
+        if media.holding:
+            media.holding = False
+            media.wake.set()
 
     async def _emit(self, event: CallEvent) -> None:
         if self._sink is None:

@@ -113,6 +113,7 @@ class SimulatedHandset:
         self._bot_spoke = False
         self._barged: HandsetLine | None = None
         self._task: asyncio.Task[None] | None = None
+        self._hanging_up: asyncio.Future[None] | None = None
         self._stopped = False
 
     # ------------------------------------------------------------------ from the server
@@ -239,7 +240,8 @@ class SimulatedHandset:
             return
         if self._replies_used >= len(self.replies):
             self._stopped = True
-            await self._hang_up()
+            # Its own task: hanging up stops this handset, which must not cancel the hang-up.
+            self._hanging_up = asyncio.ensure_future(self._hang_up())
             return
         self._say_next(now)
 
