@@ -106,6 +106,10 @@ log = logging.getLogger(__name__)
 
 _MAX_LINES: Final = 2000
 _REPLAYS_KEPT: Final = 4
+# A stream that keeps dropping at once (our listener refuses it, the network is gone) would
+# have Plivo and us reconnect in a tight loop: after this many stops in a minute, give up and
+# let the call speak natively.
+_STREAM_STOPS_PER_MINUTE: Final = 5
 
 
 @attrs.define
@@ -142,6 +146,8 @@ class _Line:
     rejected: bool = False
     stream: StreamRequest | None = None
     """A media stream the next document must open (``connect_stream``)."""
+    stream_stops: list[float] = attrs.Factory(list)
+    """When Plivo reported the call's stream gone (clock time), the last minute's worth."""
     replays: dict[str, bytes] = attrs.Factory(dict)
     """What we answered to the last few fetches, for Plivo's retries of them."""
     seq: int = 0
@@ -297,6 +303,12 @@ class PlivoTelephony:
         if not fits_extra_headers(stream.token):
             raise CarrierRejected("the stream token does not fit Plivo's 512-byte extraHeaders")
         line = self._line_for(call)
+        now = self._clock.now()
+        line.stream_stops = [at for at in line.stream_stops if now - at < 60.0]
+        if len(line.stream_stops) >= _STREAM_STOPS_PER_MINUTE:
+            raise CarrierRejected(
+                f"Plivo's stream for the call stopped {len(line.stream_stops)} times in a minute"
+            )
         line.stream = stream
         if self._answering(call, reply_to):
             line.fetching = True  # this webhook's answer opens the stream
@@ -346,6 +358,7 @@ class PlivoTelephony:
         if hook.played:
             events.append(played_event(hook, hook.played))
         if hook.stream_ended and line is not None and self._is_current(line, hook):
+            line.stream_stops.append(self._clock.now())
             events.append(stream_stopped_event(hook))
         if hook.kind == WebhookKind.INPUT:
             events.extend(input_events(hook, self._listen_timeout_s))
