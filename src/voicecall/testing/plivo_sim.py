@@ -69,7 +69,8 @@ Run it standalone for demos and end-to-end tests::
 
     python -m voicecall.testing.plivo_sim --port 8790 --webhook-url http://127.0.0.1:3334/voice/webhook
 
-(``--speed S`` runs simulated time S times faster.) Control endpoints (no auth; bind to
+(``--speed S`` runs simulated time S times faster; ``--barge-in-after-s`` makes the caller on
+a media stream talk over long lines.) Control endpoints (no auth; bind to
 loopback): ``POST /_sim/inbound {"from", "to"}``, ``GET /_sim/calls`` (calls, what each heard
 and when, rejections, hang-ups; the dial count), ``GET /_sim/requests`` (the REST requests
 received), ``POST /_sim/unavailable {"unavailable": true}`` and
@@ -1090,6 +1091,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reply-delay-ms", type=int, default=200)
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
     parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
+    parser.add_argument(
+        "--barge-in-after-s",
+        type=float,
+        default=None,
+        help="on a media stream, the caller talks over a bot line that has played this long",
+    )
     return parser
 
 
@@ -1108,6 +1115,7 @@ async def _serve(args: argparse.Namespace) -> None:
             answer_delay_s=args.answer_delay_ms / 1000,
             reply_delay_s=args.reply_delay_ms / 1000,
             chars_per_sec=args.chars_per_sec,
+            barge_in_after_s=args.barge_in_after_s,
         )
         config = uvicorn.Config(
             sim, host="127.0.0.1", port=args.port, lifespan="off", log_level="warning"
