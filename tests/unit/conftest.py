@@ -49,6 +49,7 @@ async def make_rig(
     carrier: MockTelephony | None = None,
     clock: FakeClock | None = None,
     responder: object | None = None,
+    media: object | None = None,
 ) -> Rig:
     clock = clock or FakeClock()
     store = store or MemoryCallStore()
@@ -61,6 +62,7 @@ async def make_rig(
         responder=responder or RuleBasedResponder(),  # type: ignore[arg-type]
         feed=feed,
         settings=settings or make_settings(),
+        media=media,  # type: ignore[arg-type]
     )
     await service.start()
     return Rig(clock, store, carrier, service, feed)

@@ -5,7 +5,9 @@ The mock carrier says 15 characters a second, so every time below can be worked 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,57 @@ async def test_a_carrier_that_refuses_to_play_leaves_nothing_claimed_as_said() -
     records = [r.type for r in await rig.store.log_since(0)]
     assert "speech.failed" in records
     await rig.service.stop()
+
+
+async def test_a_stream_that_never_opens_falls_back_to_the_native_voice() -> None:
+    from voicecall.adapters.speech.offline import ToneSynthesizer, ToneTranscriber
+    from voicecall.services.media import MediaService
+
+    clock = FakeClock()
+    attempts: list[str] = []
+
+    async def unreachable(url: str) -> Any:
+        attempts.append(url)
+        raise ConnectionError("refused")
+
+    carrier = MockTelephony(MockSettings(answer_delay_ms=300), clock, connect_ws=unreachable)
+    media = MediaService(clock, ToneSynthesizer(), ToneTranscriber(), b"k" * 32)
+    rig = await make_rig(
+        clock=clock,
+        carrier=carrier,
+        settings=make_settings(stream_url="ws://127.0.0.1:3334/voice/stream"),
+        media=media,
+    )
+    call = await rig.service.initiate(CALLEE, "Opening line.", "conversation")
+    await clock.advance(0.3)
+    for _ in range(10):
+        await clock.advance(0.1)
+    assert len(attempts) == 4  # the first try and three reconnects
+    await clock.advance(2.0)
+    live = await rig.service.get(call.call_id)
+    assert live is not None and live.is_live
+    # Nothing was lost to the failing stream: the opening line was spoken natively, whole.
+    assert rig.carrier.heard(live.provider_call_id or "") == ["Opening line."]
+    assert [t.text for t in live.transcript if t.speaker is Speaker.BOT] == ["Opening line."]
+    types = [r.type for r in await rig.store.log_since(0)]
+    assert types.count("stream.stopped") == 4 and "stream.native" in types
+    await rig.service.stop()
+
+
+async def test_continue_right_after_initiate_gets_the_answer_to_its_own_prompt(rig: Rig) -> None:
+    # The prompt ("Hm?", 0.2 s) is shorter than the callee's pause before answering (0.3 s):
+    # the callee's answer to the opening comes after the prompt, and is not its reply; the
+    # callee then answers the prompt too.
+    call = await rig.service.initiate(CALLEE, "Opening line.", "conversation")
+    turn = asyncio.ensure_future(rig.service.continue_call(call.call_id, "Hm?"))
+    for _ in range(40):
+        await rig.clock.advance(0.1)
+    assert await asyncio.wait_for(turn, 1) == "Sounds good to me."
+    live = await rig.service.get(call.call_id)
+    assert live is not None
+    assert [(t.speaker.value, t.text) for t in live.transcript][:4] == [
+        ("bot", "Opening line."),
+        ("bot", "Hm?"),  # over before the callee's answer to the opening comes
+        ("user", "Hi, this is the simulated callee."),
+        ("user", "Sounds good to me."),
+    ]

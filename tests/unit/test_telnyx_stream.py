@@ -279,7 +279,15 @@ async def test_streaming_stopped_is_a_stream_to_reopen_and_failed_or_started_cha
         "stream_params": {"stream_url": STREAM_URL, "stream_track": "inbound_track"},
         "stream_type": "websocket",
     }
-    assert await adapter.parse_webhook(webhook("streaming.failed", failed, "evt-f")) == []
+    # A stream that never opened is reported too: the service retries, then goes native.
+    assert await adapter.parse_webhook(webhook("streaming.failed", failed, "evt-f")) == [
+        StreamStopped(
+            call_id=CALL_ID,
+            provider_call_id=PID,
+            dedupe_key="telnyx:evt-f",
+            reason="streaming.failed: connection_failed",
+        )
+    ]
     started = {"stream_url": STREAM_URL}
     assert await adapter.parse_webhook(webhook("streaming.started", started, "evt-s")) == []
 

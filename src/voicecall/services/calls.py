@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Reconnects of a call's media stream before it goes on with the carrier's native voice.
+_MAX_STREAM_ATTEMPTS = 3
 _APOLOGY = "Sorry, I need a moment and could not answer that in time. Could you say it again?"
 
 
@@ -154,6 +156,8 @@ class _Runtime:
     turn: _Turn | None = None
     timers: dict[str, TimerHandle] = attrs.Factory(dict)
     ending_as: CallState | None = None
+    stream_attempts: int = 0
+    stream_connections: int = 0
 
     def cancel_timers(self) -> None:
         for handle in self.timers.values():
@@ -443,7 +447,7 @@ class CallService:
         elif isinstance(event, SpeechCut):
             await self._on_cut(call, event)
         elif isinstance(event, StreamStopped):
-            await self._on_stream_stopped(call, event, reply_to)
+            await self._on_stream_stopped(call, runtime, event, reply_to)
         elif isinstance(event, CallSpeech):
             await self._on_speech(call, runtime, event)
         elif isinstance(event, CallSilence):
@@ -544,13 +548,46 @@ class CallService:
         await self._commit(call, "stream.requested", {"url": self.settings.stream_url})
 
     async def _on_stream_stopped(
-        self, call: Call, event: StreamStopped, reply_to: WebhookRequest | None
+        self, call: Call, runtime: _Runtime, event: StreamStopped, reply_to: WebhookRequest | None
     ) -> None:
-        """The stream closed but the call lives on: open a new one (a drop is not a hang-up)."""
+        """The stream closed but the call lives on: open a new one (a drop is not a hang-up).
+
+        A call whose stream keeps failing is not left silent: after ``_MAX_STREAM_ATTEMPTS``
+        it goes on with the carrier's native voice and recogniser, and what was still queued
+        is spoken that way.
+        """
         await self._commit(call, "stream.stopped", {"reason": event.reason})
-        if self.media is None or not call.is_live:
+        if self.media is None or not call.is_live or not self.media.handles(call.call_id):
             return
-        await self._connect_stream(call, reply_to)
+        connections = self.media.connections(call.call_id)
+        if connections > runtime.stream_connections:
+            # It had connected since the last failure: count the attempts afresh.
+            runtime.stream_connections = connections
+            runtime.stream_attempts = 0
+        runtime.stream_attempts += 1
+        if runtime.stream_attempts <= _MAX_STREAM_ATTEMPTS:
+            await self._connect_stream(call, reply_to)
+            return
+        await self.media.end_call(call.call_id)
+        log.warning(
+            "call %s: the media stream failed %d times; going on natively",
+            call.call_id,
+            runtime.stream_attempts,
+        )
+        await self._commit(call, "stream.native", {"attempts": runtime.stream_attempts})
+        pending = call.speech.pending
+        if pending:
+            playback = Playback(
+                lines=tuple(
+                    SpokenLine(u.utterance_id, u.text, self.settings.voice) for u in pending
+                ),
+                then=_after_for(call),
+                hangup_after_s=self.settings.outbound.notify_hangup_delay_sec,
+            )
+            try:
+                await self.provider.play(call, playback, reply_to=reply_to)
+            except VoiceCallError as err:
+                await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
 
     async def _on_cut(self, call: Call, event: SpeechCut) -> None:
         """Playback stopped early: a barge-in (the rest is dropped) or a dropped stream."""

@@ -125,6 +125,7 @@ class _CallMedia:
     ended: bool = False
     # After a barge-in the bot holds its queued lines until the caller has finished.
     holding: bool = False
+    connections: int = 0
     hold_timer: TimerHandle | None = None
 
 
@@ -185,6 +186,11 @@ class MediaService:
         """Whether the call's speech goes over a stream (connected or awaited)."""
         media = self._calls.get(call_id)
         return media is not None and not media.ended
+
+    def connections(self, call_id: str) -> int:
+        """How many streams the call has had accepted so far."""
+        media = self._calls.get(call_id)
+        return media.connections if media is not None else 0
 
     def connected(self, call_id: str) -> bool:
         media = self._calls.get(call_id)
@@ -287,6 +293,7 @@ class MediaService:
     ) -> None:
         media.socket = socket
         media.dialect = dialect
+        media.connections += 1
         media.generation += 1
         media.playing.clear()
         media.sent_ms = 0.0

@@ -150,6 +150,7 @@ class MockTelephony:
         self._queues: dict[str, list[_Line]] = {}
         self._playing: dict[str, tuple[_Line, Any]] = {}
         self._streams: dict[str, MockStream] = {}
+        self._awaiting_answer: dict[str, str] = {}
         self._save_lock = asyncio.Lock()
         self._load()
 
@@ -308,7 +309,7 @@ class MockTelephony:
                         call_id=sim.call_id,
                         provider_call_id=sim.provider_call_id,
                         reason=reason,
-                        dedupe_key=f"{sim.provider_call_id}:stream-stopped:{line.connections}",
+                        dedupe_key=f"{sim.provider_call_id}:stream-stopped:{line.attempts}",
                     )
                 )
 
@@ -359,17 +360,22 @@ class MockTelephony:
 
     def heard(self, provider_call_id: str) -> list[str]:
         """What the callee heard on a call, in order; a line cut off ends in ``—``."""
-        line = self._streams.get(provider_call_id)
-        if line is not None:
-            return [heard.render() for heard in line.handset.heard]
-        sim = self._calls.get(provider_call_id)
-        return list(sim.heard) if sim else []
+        return [
+            entry["text"] if entry["whole"] else f"{entry['text']}—"
+            for entry in self.played(provider_call_id)
+            if entry["endedAt"] is not None
+        ]
 
     def played(self, provider_call_id: str) -> list[dict[str, Any]]:
-        """Each line played on a call with its start and end in clock time."""
+        """Each line played on a call, natively or over its stream, with its start and end in
+        clock time, in the order the callee heard them."""
+        sim = self._calls.get(provider_call_id)
+        entries = (
+            [dict(entry, whole=bool(entry.get("whole"))) for entry in sim.played] if sim else []
+        )
         line = self._streams.get(provider_call_id)
         if line is not None:
-            return [
+            entries += [
                 {
                     "text": heard.text,
                     "startedAt": heard.started_at,
@@ -378,8 +384,7 @@ class MockTelephony:
                 }
                 for heard in line.handset.heard
             ]
-        sim = self._calls.get(provider_call_id)
-        return [dict(entry) for entry in sim.played] if sim else []
+        return sorted(entries, key=lambda entry: entry["startedAt"])
 
     def ended_at(self, provider_call_id: str) -> float | None:
         """When the line went dead, in clock time."""
@@ -493,18 +498,27 @@ class MockTelephony:
                 utterance_id=line.utterance_id,
             )
         )
-        if line.then is AfterSpeech.LISTEN and not sim.reply_pending:
-            sim.reply_pending = True
-            self._timers.append(
-                self.clock.schedule(
-                    self._reply_delay(), lambda: self._callee_turn(sim, line.utterance_id)
-                )
-            )
+        if line.then is AfterSpeech.LISTEN:
+            self._listen_after(sim, line.utterance_id)
+
+    def _listen_after(self, sim: _SimCall, utterance_id: str) -> None:
+        """A line followed by listening was heard: the callee answers it after a moment. One
+        heard while the callee is about to answer an earlier line gets its own answer next."""
+        self._awaiting_answer[sim.provider_call_id] = utterance_id
+        if sim.reply_pending:
+            return
+        sim.reply_pending = True
+        self._timers.append(
+            self.clock.schedule(self._reply_delay(), lambda: self._callee_turn(sim, utterance_id))
+        )
 
     async def _callee_turn(self, sim: _SimCall, heard_after: str) -> None:
         sim.reply_pending = False
         if sim.status != "live":
             return
+        newer = self._awaiting_answer.pop(sim.provider_call_id, heard_after)
+        if newer != heard_after:
+            self._listen_after(sim, newer)
         if sim.replies_used >= len(self.settings.replies):
             await self._end_by_network(sim, CallState.HANGUP_USER)
             return

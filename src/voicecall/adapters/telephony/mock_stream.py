@@ -118,8 +118,10 @@ class MockStream:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connections = 0
+        self.attempts = 0
 
     def connect(self, url: str, token: str) -> None:
+        self.attempts += 1
         self._task = asyncio.ensure_future(self._run(url, token))
 
     async def _run(self, url: str, token: str) -> None:
@@ -127,6 +129,8 @@ class MockStream:
             socket = await self._connect_ws(url)
         except ConnectionError as err:
             log.warning("mock carrier: cannot open the media stream: %s", err)
+            if not self._closing:
+                await self._on_stopped(f"the media stream could not be opened: {err}")
             return
         self._socket = socket
         self.connections += 1

@@ -34,8 +34,8 @@ hanging up is ``hangup-user``.
 the call's media stream is over; while the call lives, that is a stream to open again
 (``StreamStopped``). ``streaming.started`` needs nothing. ``streaming.failed`` (``failure_reason``
 such as ``connection_failed``; https://developers.telnyx.com/api-reference/callbacks/streaming-failed)
-is acknowledged and logged but not turned into ``StreamStopped``: reopening a stream that cannot
-connect would loop at webhook speed.
+is a stream that ended before it began: it is reported as ``StreamStopped`` too, and the service
+retries a few times, then carries the call on with the native voice and recogniser.
 """
 
 from __future__ import annotations
@@ -332,7 +332,8 @@ def _streaming_failed(
         common.provider_call_id,
         reason if isinstance(reason, str) else "no failure_reason",
     )
-    return []
+    detail = reason if isinstance(reason, str) else "no failure_reason"
+    return [StreamStopped(**common.fields(), reason=f"streaming.failed: {detail}")]
 
 
 _Builder = Callable[[_Common, Mapping[str, Any], SpeakLedger], list[CallEvent]]
