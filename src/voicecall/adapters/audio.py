@@ -63,7 +63,7 @@ _DECODE, _ENCODE = _build_tables()
 
 def ulaw_to_pcm16(data: bytes) -> np.ndarray:
     """μ-law bytes to signed 16-bit samples."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _DECODE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def pcm16_to_ulaw(samples: np.ndarray | bytes) -> bytes:
@@ -97,9 +97,12 @@ class Resampler:
 
     def feed(self, pcm: bytes, *, last: bool = False) -> np.ndarray:
         """Resample the next chunk of little-endian 16-bit audio; ``last`` flushes the tail."""
-        data = self._carry + pcm
-        usable = len(data) - (len(data) % 2)  # a chunk may split a sample in two
-        self._carry = data[usable:]
-        samples = np.frombuffer(data[:usable], dtype="<i2")
+        if self._carry or len(pcm) % 2:
+            data = self._carry + pcm
+            usable = len(data) - (len(data) % 2)  # a chunk may split a sample in two
+            self._carry = data[usable:]
+            pcm = data[:usable]
+        # A (frames, 1) array goes straight to soxr; a 1-D one costs a reshape each way.
+        samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, 1)
         out: np.ndarray = self._stream.resample_chunk(samples, last=last)
-        return out
+        return out.reshape(-1)

@@ -103,6 +103,8 @@ class SimulatedHandset:
         self.clears: list[float] = []
         self.frames_played = 0
         self.underruns = 0
+        self.mark_lateness: list[float] = []
+        self._drained_at: float | None = None
         self._buffer: collections.deque[_Queued] = collections.deque()
         self._current: HandsetLine | None = None
         self._decoder = ToneDecoder(silence_ms=10_000)
@@ -126,6 +128,11 @@ class SimulatedHandset:
             self._buffer.append(_Queued("audio", frame))
 
     def receive_mark(self, name: str) -> None:
+        # A mark that arrives after the audio before it has run out is late by that much:
+        # the caller heard the end, and the bot could not know yet.
+        drained = not any(item.kind == "audio" for item in self._buffer)
+        late = self.clock.now() - self._drained_at if drained and self._drained_at else 0.0
+        self.mark_lateness.append(max(late, 0.0))
         self._buffer.append(_Queued("mark", name=name))
 
     async def receive_clear(self) -> None:
@@ -186,6 +193,10 @@ class SimulatedHandset:
             return
         item = self._buffer.popleft()
         self.frames_played += 1
+        if not any(queued.kind == "audio" for queued in self._buffer):
+            self._drained_at = now + _FRAME_S  # when this last frame has been played out
+        else:
+            self._drained_at = None
         self._quiet_since = None
         if not self._speaking:
             # Bot audio that overlaps the caller's own line is not something to answer.

@@ -50,10 +50,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
+
+import orjson
 
 from voicecall.domain.media import (
     StreamClosed,
@@ -84,7 +85,7 @@ class TelnyxStreamDialect:
 
     def parse(self, message: str) -> list[StreamMessage]:
         try:
-            data = json.loads(message)
+            data = orjson.loads(message)
         except ValueError:
             raise ValueError("not JSON") from None
         if not isinstance(data, dict):
@@ -138,15 +139,15 @@ class TelnyxStreamDialect:
         )
 
     def media(self, payload: bytes) -> str:
-        return json.dumps(
+        return orjson.dumps(
             {"event": "media", "media": {"payload": base64.b64encode(payload).decode()}}
-        )
+        ).decode()
 
     def mark(self, name: str) -> str:
-        return json.dumps({"event": "mark", "mark": {"name": name}})
+        return orjson.dumps({"event": "mark", "mark": {"name": name}}).decode()
 
     def clear(self) -> str:
-        return json.dumps({"event": "clear"})
+        return orjson.dumps({"event": "clear"}).decode()
 
 
 def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any, Final
+
+import orjson
 
 from voicecall.domain.media import (
     StreamClosed,
@@ -59,7 +60,7 @@ class TwilioStreamDialect:
 
     def parse(self, message: str) -> list[StreamMessage]:
         try:
-            data = json.loads(message)
+            data = orjson.loads(message)
         except ValueError:
             raise ValueError("not JSON") from None
         if not isinstance(data, dict):
@@ -125,19 +126,21 @@ class TwilioStreamDialect:
         return [StreamMedia(payload=audio)]
 
     def media(self, payload: bytes) -> str:
-        return json.dumps(
+        return orjson.dumps(
             {
                 "event": "media",
                 "streamSid": self._sid(),
                 "media": {"payload": base64.b64encode(payload).decode("ascii")},
             }
-        )
+        ).decode()
 
     def mark(self, name: str) -> str:
-        return json.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}})
+        return orjson.dumps(
+            {"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}
+        ).decode()
 
     def clear(self) -> str:
-        return json.dumps({"event": "clear", "streamSid": self._sid()})
+        return orjson.dumps({"event": "clear", "streamSid": self._sid()}).decode()
 
     def _sid(self) -> str:
         if self.stream_id is None:
