@@ -47,6 +47,7 @@ from voicecall.domain.media import (
     read_stream_token,
 )
 from voicecall.domain.ports import StreamRequest
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.testing.plivo_sim import PlivoSimulator, SimCall
 from voicecall.testing.simtime import ScaledClock
 
@@ -261,6 +262,26 @@ async def test_the_answer_opens_the_stream_and_its_redirect_reports_the_stop(
         "doc": "2",
         "stream": "ended",
     }
+
+
+async def test_after_a_stream_stops_for_good_the_call_speaks_natively(
+    adapter: PlivoTelephony,
+) -> None:
+    answer, call, _ = await answered(adapter)
+    await adapter.connect_stream(call, STREAM, reply_to=answer)
+    adapter.webhook_response(answer, [call])
+    ended = fetch(kind="xml", doc="1", stream="ended")
+    await adapter.parse_webhook(ended)
+    # The service gave up on streams: what it still has to say rides on this fetch's answer.
+    with respx.mock:  # no REST: the answer is the document
+        await adapter.play(
+            call,
+            Playback(lines=(SpokenLine("u1", "Still there?"),), then=AfterSpeech.LISTEN),
+            reply_to=ended,
+        )
+    root = ElementTree.fromstring(adapter.webhook_response(ended, [call]).body)
+    gather, _redirect = list(root)
+    assert gather.tag == "GetInput" and [e.text for e in gather] == ["Still there?"]
 
 
 async def test_a_stream_from_an_abandoned_document_reports_nothing(

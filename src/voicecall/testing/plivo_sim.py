@@ -198,16 +198,15 @@ class SimCall:
     @property
     def heard(self) -> list[str]:
         """Lines that stopped playing, in order; a cut one ends in ``—``."""
-        if self.stream is not None:
-            return [line.render() for line in self.stream.handset.heard]
-        return [line.render() for line in self.played if line.ended_at is not None]
+        return [line.render() for line in self.lines if line.ended_at is not None]
 
     @property
     def lines(self) -> list[HeardLine]:
-        """What was played, from ``<Speak>`` or from the stream's handset."""
+        """What was played, by ``<Speak>`` and over the stream alike, in the order heard."""
+        lines = [attrs.evolve(line) for line in self.played]
         if self.stream is not None:
-            return [_as_heard(line) for line in self.stream.handset.heard]
-        return [attrs.evolve(line) for line in self.played]
+            lines += [_as_heard(line) for line in self.stream.handset.heard]
+        return sorted(lines, key=lambda line: line.started_at)
 
     def cut(self, at: float) -> None:
         """Whatever is playing stops here, heard in part."""
