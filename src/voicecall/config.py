@@ -40,6 +40,7 @@ from voicecall.domain.signed_url import UrlTrustSettings, is_loopback
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_RESPONSE_SYSTEM_PROMPT",
+    "AgentConfig",
     "AppConfig",
     "ConfigError",
     "EdgeTtsConfig",
@@ -48,6 +49,7 @@ __all__ = [
     "GatewayAuthConfig",
     "GatewayConfig",
     "MockConfig",
+    "ModelProviderConfig",
     "OpenAiTtsConfig",
     "OutboundConfig",
     "PlivoConfig",
@@ -258,6 +260,16 @@ class MockConfig:
     long (a barge-in); unset, it waits for the bot to finish."""
 
 
+@attrs.frozen
+class AgentConfig:
+    """``agent.*``: how the model on the line behaves (issue 10)."""
+
+    hold_after_ms: _NonNegative = 1500
+    """When the model's first words take longer, the caller hears a short holding line."""
+    transfer_allowlist: tuple[_E164, ...] = ()
+    """The only numbers the agent's ``transfer`` tool may hand a call to."""
+
+
 DEFAULT_RESPONSE_SYSTEM_PROMPT: Final = (
     "You are a helpful assistant speaking with someone on a phone call. Everything you write is "
     "read aloud, so answer in one to three short, natural spoken sentences. Do not use lists, "
@@ -295,6 +307,7 @@ class VoiceCallConfig:
     response_model: str | None = None
     response_system_prompt: str = DEFAULT_RESPONSE_SYSTEM_PROMPT
     response_timeout_ms: _Positive = 30000
+    agent: AgentConfig = attrs.Factory(AgentConfig)
     max_concurrent_calls: _Positive = 1
     max_duration_seconds: _Positive = 300
     ring_timeout_ms: _Positive = 30000
@@ -406,6 +419,32 @@ class GatewayConfig:
 
 
 @attrs.frozen
+class ModelProviderConfig:
+    """One ``models.providers.<name>`` entry of OpenClaw's file, as far as we use it.
+
+    The section belongs to OpenClaw (its entries also carry ``models``, ``headers``, costs and
+    more), so only the keys a responder needs are read and checked; the rest are left alone.
+    See https://docs.openclaw.ai/concepts/model-providers.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_key: str | None = None
+    api: str | None = None
+
+
+# The environment variables a model reference may need (issue 10); kept with the config so the
+# resolver never reads os.environ itself.
+MODEL_ENV_VARS: Final = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENROUTER_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+)
+
+
+@attrs.frozen
 class AppConfig:
     """Everything voicecall reads from the file, validated, with env fallbacks applied."""
 
@@ -413,6 +452,10 @@ class AppConfig:
     tts: TtsConfig = attrs.Factory(TtsConfig)
     gateway: GatewayConfig = attrs.Factory(GatewayConfig)
     source: str = "<memory>"
+    model_providers: tuple[ModelProviderConfig, ...] = ()
+    """OpenClaw's top-level ``models.providers`` entries."""
+    model_env: tuple[tuple[str, str], ...] = ()
+    """The set ``MODEL_ENV_VARS`` and their values."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -804,7 +847,35 @@ def parse_config(
 
     voice = _with_env_voice(voice, env)
     _check_voice(voice)
-    return AppConfig(voice=voice, tts=_with_env_tts(tts, env), gateway=gateway, source=source)
+    return AppConfig(
+        voice=voice,
+        tts=_with_env_tts(tts, env),
+        gateway=gateway,
+        source=source,
+        model_providers=_model_providers(data),
+        model_env=tuple((name, env[name]) for name in MODEL_ENV_VARS if env.get(name)),
+    )
+
+
+def _model_providers(data: Mapping[str, Any]) -> tuple[ModelProviderConfig, ...]:
+    """``models.providers``: each entry's ``baseUrl``, ``apiKey`` and ``api``, type-checked."""
+    models = _object_at(data, "models", "models")
+    providers = _object_at(models, "providers", "models.providers")
+    found = []
+    for name, entry in providers.items():
+        path = f"models.providers.{name}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(path, "expected an object")
+        values: dict[str, str | None] = {}
+        for key, attr in (("baseUrl", "base_url"), ("apiKey", "api_key"), ("api", "api")):
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{path}.{key}", "expected a string")
+            values[attr] = value
+        if values["base_url"] is not None and not _is_http_url(values["base_url"]):
+            raise ConfigError(f"{path}.baseUrl", "expected an absolute http(s) URL")
+        found.append(ModelProviderConfig(name=str(name), **values))
+    return tuple(found)
 
 
 # OpenClaw's own gateway section has many more keys (mode, auth.mode, tailscale, reload,
