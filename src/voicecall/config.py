@@ -36,6 +36,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from voicecall.domain.signed_url import UrlTrustSettings, is_loopback
+from voicecall.domain.tts import deep_merge
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -55,6 +56,7 @@ __all__ = [
     "PlivoConfig",
     "ServeConfig",
     "StreamingConfig",
+    "SttConfig",
     "TailscaleConfig",
     "TelnyxConfig",
     "TtsConfig",
@@ -148,6 +150,14 @@ _UrlPath = Annotated[str, _URL_PATH]
 _Positive = Annotated[int, _at_least(1)]
 _NonNegative = Annotated[int, _at_least(0)]
 _PositiveRate = Annotated[float, _Rule(lambda v: v > 0, "must be greater than 0")]
+_NonEmpty = Annotated[str, _Rule(lambda v: v != "", "must not be empty")]
+_UnitInterval = Annotated[float, _Rule(lambda v: 0 <= v <= 1, "must be between 0 and 1")]
+# BCP-47 as carriers and speech services take it: a language, then optional subtags.
+_LANGUAGE_RULE = _Rule(
+    lambda v: re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", v) is not None,
+    "expected a BCP-47 language tag like en-US",
+)
+_Language = Annotated[str, _LANGUAGE_RULE]
 
 
 def _key(name: str) -> dict[str, str]:
@@ -200,16 +210,22 @@ class ServeConfig:
 class TunnelConfig:
     """``tunnel.*``: how the webhook server is exposed to the carrier."""
 
-    provider: Literal["ngrok", "tailscale-serve", "tailscale-funnel"] | None = None
+    provider: Literal["none", "ngrok", "tailscale-serve", "tailscale-funnel"] = "none"
+    ngrok_auth_token: _NonEmpty | None = None
+    """Env ``NGROK_AUTHTOKEN``."""
+    ngrok_domain: _NonEmpty | None = None
+    """A reserved ngrok domain (env ``NGROK_DOMAIN``): the URL then survives a reconnect."""
     allow_ngrok_free_tier_loopback_bypass: bool = False
+    """With an ngrok tunnel and a loopback ``serve.bind``, a loopback peer's forwarding headers
+    may rebuild the signed URL. Deliberately never lets a bad signature through (SPEC §4)."""
 
 
 @attrs.frozen
 class TailscaleConfig:
     """``tailscale.*``: the legacy exposure form."""
 
-    mode: Literal["serve", "funnel"] | None = None
-    path: str | None = None
+    mode: Literal["off", "serve", "funnel"] = "off"
+    path: _NonEmpty = "/voice/webhook"
 
 
 @attrs.frozen
@@ -236,9 +252,31 @@ class StreamingConfig:
     """``streaming.*``: carrier media streams over WebSocket (SPEC §5)."""
 
     enabled: bool = False
+    """Carrier media streams on: core TTS speaks and streaming STT listens (else native)."""
     stream_path: _UrlPath = "/voice/stream"
+    """Where carriers open the stream's WebSocket on the webhook listener."""
+    stt_provider: Literal["openai-realtime"] = "openai-realtime"
+    """Streaming transcription: an OpenAI realtime transcription session per call."""
+    stt_model: str = "gpt-4o-transcribe"
+    """The transcription model of the realtime session."""
+    vad_threshold: _UnitInterval = 0.5
+    """Server VAD activation threshold (0-1) of the transcription session."""
+    silence_duration_ms: _Positive = 800
+    """Server VAD: this much silence ends the caller's utterance."""
+    openai_api_key: str | None = None
+    """Key for the realtime transcription session (env ``OPENAI_API_KEY``)."""
     lead_ms: _NonNegative = 200
     """How far ahead of real time outbound audio may be sent."""
+
+
+@attrs.frozen
+class SttConfig:
+    """``stt.*``: accepted as OpenClaw does; streaming transcription is ``streaming.*``."""
+
+    provider: Literal["openai"] = "openai"
+    """The only provider OpenClaw's voice-call schema knows."""
+    model: str = "whisper-1"
+    """OpenClaw's batch transcription model; calls here transcribe with ``streaming.sttModel``."""
 
 
 @attrs.frozen
@@ -301,7 +339,10 @@ class VoiceCallConfig:
     skip_signature_verification: bool = False
     outbound: OutboundConfig = attrs.Factory(OutboundConfig)
     streaming: StreamingConfig = attrs.Factory(StreamingConfig)
-    inbound_policy: Literal["disabled", "allowlist", "open"] = "disabled"
+    stt: SttConfig = attrs.Factory(SttConfig)
+    language: _Language = "en-US"
+    """BCP-47; drives native voices, carrier recognisers, the STT session, TTS and the prompt."""
+    inbound_policy: Literal["disabled", "allowlist", "pairing", "open"] = "disabled"
     allow_from: tuple[_E164, ...] = ()
     inbound_greeting: str = "Hello! How can I help you today?"
     response_model: str | None = None
@@ -313,7 +354,8 @@ class VoiceCallConfig:
     ring_timeout_ms: _Positive = 30000
     silence_timeout_ms: _Positive = 800
     transcript_timeout_ms: _Positive = 180000
-    stale_call_reaper_seconds: _Positive = 120
+    stale_call_reaper_seconds: _NonNegative = 0
+    """0 (OpenClaw's default) turns the reaper off; 120-300 is recommended in production."""
     store: str = "~/.openclaw/voice-calls"
     mock: MockConfig = attrs.Factory(MockConfig)
 
@@ -334,8 +376,14 @@ class OpenAiTtsConfig:
 
     api_key: str | None = None
     model: str | None = None
+    """Default ``gpt-4o-mini-tts``."""
     voice: str | None = None
+    """Default ``alloy``; with streaming off, mapped to a comparable native carrier voice."""
+    instructions: str | None = None
+    """How to speak (tone, pace); sent with models that take it."""
+    speed: float | None = None
     base_url: _HttpUrl | None = None
+    """Else ``OPENAI_BASE_URL``, else the SDK's default."""
 
 
 @attrs.frozen
@@ -357,6 +405,10 @@ class ElevenLabsTtsConfig:
     voice_id: str | None = None
     model_id: str | None = None
     base_url: _HttpUrl | None = None
+    optimize_streaming_latency: (
+        Annotated[int, _Rule(lambda v: 0 <= v <= 4, "must be 0-4")] | None
+    ) = None
+    """ElevenLabs latency optimisation level (0 off, 4 most)."""
     seed: int | None = None
     apply_text_normalization: Literal["auto", "on", "off"] | None = None
     language_code: str | None = None
@@ -680,17 +732,6 @@ def _object_at(data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any
     return value
 
 
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Objects merge key by key; any other value in ``over`` replaces the one in ``base``."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _env(env: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = env.get(name)
@@ -732,6 +773,12 @@ def _with_env_voice(voice: VoiceCallConfig, env: Mapping[str, str]) -> VoiceCall
             env,
             {"auth_id": ("PLIVO_AUTH_ID",), "auth_token": ("PLIVO_AUTH_TOKEN",)},
         ),
+        tunnel=_fill(
+            voice.tunnel,
+            env,
+            {"ngrok_auth_token": ("NGROK_AUTHTOKEN",), "ngrok_domain": ("NGROK_DOMAIN",)},
+        ),
+        streaming=_fill(voice.streaming, env, {"openai_api_key": ("OPENAI_API_KEY",)}),
     )
 
 
@@ -775,13 +822,6 @@ def _check_voice(voice: VoiceCallConfig) -> None:
             )
     if provider != "mock" and not voice.from_number:
         raise ConfigError(f"{_VOICE_PATH}.fromNumber", f'required for provider "{provider}"')
-    if provider != "mock" and not voice.public_url:
-        # Carriers are told where to send webhooks on every call; without the public URL
-        # nothing they send could reach us (or be verified against the URL they signed).
-        raise ConfigError(
-            f"{_VOICE_PATH}.publicUrl",
-            f'required for provider "{provider}" (the webhook URL the carrier calls)',
-        )
     if voice.tunnel.allow_ngrok_free_tier_loopback_bypass and voice.tunnel.provider != "ngrok":
         raise ConfigError(
             f"{_VOICE_PATH}.tunnel.allowNgrokFreeTierLoopbackBypass",
@@ -836,7 +876,7 @@ def parse_config(
     # Each side is checked on its own first so an error names the block it is really in.
     _structure(core_tts, TtsConfig, _CORE_TTS_PATH)
     _structure(plugin_tts, TtsConfig, f"{_VOICE_PATH}.tts")
-    tts = _structure(_deep_merge(core_tts, plugin_tts), TtsConfig, _CORE_TTS_PATH)
+    tts = _structure(deep_merge(core_tts, plugin_tts), TtsConfig, _CORE_TTS_PATH)
 
     gateway = _structure(_our_gateway_keys(data), GatewayConfig, "gateway")
     gateway = attrs.evolve(
