@@ -336,6 +336,18 @@ async def test_stale_calls_are_reaped() -> None:
     await rig.service.stop()
 
 
+async def test_reaper_off_at_zero_keeps_a_silent_call() -> None:
+    """staleCallReaperSeconds: 0 (OpenClaw's default) is off, not "reap at once"."""
+    rig = await make_rig(settings=make_settings(stale_call_reaper_s=0.0, max_duration_s=1e6))
+    call = await rig.service.initiate(CALLEE, "x", "conversation")
+    await rig.clock.advance(0.3)
+    rig.carrier.unavailable = True
+    await rig.clock.advance(10_000)
+    final = await rig.service.get(call.call_id)
+    assert final is not None and final.is_live
+    await rig.service.stop()
+
+
 async def test_dial_refusal_is_carrier_rejected() -> None:
     class Refusing(MockTelephony):
         async def dial(self, request):  # type: ignore[no-untyped-def]

@@ -60,10 +60,11 @@ def test_empty_config_has_the_spec_defaults() -> None:
         "/voice/webhook",
     )
     assert voice.public_url is None
-    assert voice.tunnel.provider is None
+    assert voice.tunnel.provider == "none"
+    assert (voice.tunnel.ngrok_auth_token, voice.tunnel.ngrok_domain) == (None, None)
     assert voice.tunnel.allow_ngrok_free_tier_loopback_bypass is False
-    assert voice.tailscale.mode is None
-    assert voice.tailscale.path is None
+    assert voice.tailscale.mode == "off"
+    assert voice.tailscale.path == "/voice/webhook"
     assert voice.webhook_security.allowed_hosts == ()
     assert voice.webhook_security.trust_forwarding_headers is False
     assert voice.webhook_security.trusted_proxy_ips == ()
@@ -83,7 +84,7 @@ def test_empty_config_has_the_spec_defaults() -> None:
     assert voice.ring_timeout_ms == 30000
     assert voice.silence_timeout_ms == 800
     assert voice.transcript_timeout_ms == 180000
-    assert voice.stale_call_reaper_seconds == 120
+    assert voice.stale_call_reaper_seconds == 0
     assert voice.store == "~/.openclaw/voice-calls"
     assert voice.store_path == pathlib.Path("~/.openclaw/voice-calls").expanduser()
     assert voice.mock.answer_delay_ms == 300
@@ -418,7 +419,7 @@ ERROR_CASES = [
     ),
     pytest.param(
         plugin({"inboundPolicy": "all"}),
-        f'{VC}.inboundPolicy: expected one of "disabled", "allowlist", "open"',
+        f'{VC}.inboundPolicy: expected one of "disabled", "allowlist", "pairing", "open"',
         id="inboundPolicy",
     ),
     pytest.param(
@@ -428,7 +429,7 @@ ERROR_CASES = [
     ),
     pytest.param(
         plugin({"tunnel": {"provider": "cloudflare"}}),
-        f'{VC}.tunnel.provider: expected one of "ngrok", "tailscale-serve", "tailscale-funnel"',
+        f'{VC}.tunnel.provider: expected one of "none", "ngrok", "tailscale-serve", "tailscale-funnel"',
         id="tunnel provider",
     ),
     pytest.param(
@@ -842,13 +843,32 @@ def test_validation_error_from_a_file_names_the_json_path(tmp_path: pathlib.Path
     assert str(caught.value) == f"{VC}.serve.port: expected an integer"
 
 
-def test_real_carriers_need_the_public_url() -> None:
-    message = error_of(
+def test_real_carriers_start_without_a_public_url() -> None:
+    """Inbound-only behind a proxy, or a tunnel: the URL is not needed to start (issue 11)."""
+    config = parse_config(
         plugin({"provider": "plivo", "fromNumber": "+15550001111"}), dict(CARRIER_ENV)
     )
-    assert message == (
-        f'{VC}.publicUrl: required for provider "plivo" (the webhook URL the carrier calls)'
+    assert config.voice.public_url is None
+    assert config.voice.tunnel.provider == "none"
+
+
+def test_stale_call_reaper_zero_means_off_and_negative_is_refused() -> None:
+    assert (
+        parse_config(plugin({"staleCallReaperSeconds": 0}), {}).voice.stale_call_reaper_seconds == 0
     )
+    assert error_of(plugin({"staleCallReaperSeconds": -1})) == (
+        f"{VC}.staleCallReaperSeconds: must be at least 0"
+    )
+
+
+def test_ngrok_credentials_fall_back_to_the_environment() -> None:
+    env = {"NGROK_AUTHTOKEN": "tok-env", "NGROK_DOMAIN": "calls.ngrok.app"}
+    tunnel = parse_config(plugin({"tunnel": {"provider": "ngrok"}}), env).voice.tunnel
+    assert (tunnel.ngrok_auth_token, tunnel.ngrok_domain) == ("tok-env", "calls.ngrok.app")
+    tunnel = parse_config(
+        plugin({"tunnel": {"provider": "ngrok", "ngrokAuthToken": "tok-file"}}), env
+    ).voice.tunnel
+    assert tunnel.ngrok_auth_token == "tok-file"
 
 
 def test_openclaw_gateway_section_is_shared_not_ours() -> None:

@@ -868,6 +868,9 @@ class CallService:
                 )
 
     def _arm_reaper(self) -> None:
+        if self.settings.stale_call_reaper_s <= 0:
+            # staleCallReaperSeconds: 0 is OpenClaw's default and means the reaper is off.
+            return
         period = max(self.settings.stale_call_reaper_s / 2, 1.0)
         self._reaper = self.clock.schedule(period, self._reap)
 
