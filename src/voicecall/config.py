@@ -35,6 +35,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
+from voicecall.config_hints import did_you_mean, top_level_warnings
 from voicecall.domain.signed_url import UrlTrustSettings, is_loopback
 from voicecall.domain.tts import deep_merge
 
@@ -508,6 +509,8 @@ class AppConfig:
     """OpenClaw's top-level ``models.providers`` entries."""
     model_env: tuple[tuple[str, str], ...] = ()
     """The set ``MODEL_ENV_VARS`` and their values."""
+    warnings: tuple[str, ...] = ()
+    """Problems that do not stop the start (a top-level key that looks like a typo)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,7 +681,7 @@ def _first_problem(exc: BaseException, data: Any) -> tuple[tuple[str | int, ...]
     if isinstance(exc, ForbiddenExtraKeysError):
         extra = exc.extra_fields
         keys = [k for k in data if k in extra] if isinstance(data, Mapping) else sorted(extra)
-        return (keys[0],), "unknown key"
+        return (keys[0],), _unknown_key(keys[0], _json_keys(exc.cl).values())
     if isinstance(exc, ClassValidationError):
         sub = exc.exceptions[0]
         for note in getattr(sub, "__notes__", ()):
@@ -700,6 +703,11 @@ def _first_problem(exc: BaseException, data: Any) -> tuple[tuple[str | int, ...]
                 return (index, *segments), message
         return _first_problem(sub, data)
     return (), str(exc) or type(exc).__name__
+
+
+def _unknown_key(key: str, known: typing.Iterable[str]) -> str:
+    near = did_you_mean(key, known)
+    return f'unknown key (did you mean "{near}"?)' if near else "unknown key"
 
 
 def _join(prefix: str, segments: Sequence[str | int]) -> str:
@@ -858,7 +866,7 @@ def parse_config(
     entry = _object_at(entries, _PLUGIN_ID, _PLUGIN_PATH)
     for key in entry:
         if key not in ("enabled", "config"):
-            raise ConfigError(f"{_PLUGIN_PATH}.{key}", "unknown key")
+            raise ConfigError(f"{_PLUGIN_PATH}.{key}", _unknown_key(key, ("enabled", "config")))
     entry_enabled = entry.get("enabled", False)
     if type(entry_enabled) is not bool:
         raise ConfigError(f"{_PLUGIN_PATH}.enabled", "expected true or false")
@@ -894,6 +902,7 @@ def parse_config(
         source=source,
         model_providers=_model_providers(data),
         model_env=tuple((name, env[name]) for name in MODEL_ENV_VARS if env.get(name)),
+        warnings=top_level_warnings(data),
     )
 
 

@@ -384,12 +384,12 @@ ERROR_CASES = [
     ),
     pytest.param(
         plugin({"from_number": "+15551234567"}),
-        f"{VC}.from_number: unknown key",
+        f'{VC}.from_number: unknown key (did you mean "fromNumber"?)',
         id="snake_case key",
     ),
     pytest.param(
         plugin({"webhookSecurity": {"trustedProxyIps": []}}),
-        f"{VC}.webhookSecurity.trustedProxyIps: unknown key",
+        f'{VC}.webhookSecurity.trustedProxyIps: unknown key (did you mean "trustedProxyIPs"?)',
         id="wrong case",
     ),
     pytest.param(
