@@ -36,8 +36,10 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from voicecall.config_hints import did_you_mean, top_level_warnings
+from voicecall.config_sources import ConfigSourceError, resolve_document
 from voicecall.domain.signed_url import UrlTrustSettings, is_loopback
 from voicecall.domain.tts import deep_merge
+from voicecall.openclaw_keys import inert_key_notices
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -511,6 +513,8 @@ class AppConfig:
     """The set ``MODEL_ENV_VARS`` and their values."""
     warnings: tuple[str, ...] = ()
     """Problems that do not stop the start (a top-level key that looks like a typo)."""
+    notices: tuple[str, ...] = ()
+    """One line per OpenClaw key set in the file that has no effect here; logged at start."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -903,6 +907,7 @@ def parse_config(
         model_providers=_model_providers(data),
         model_env=tuple((name, env[name]) for name in MODEL_ENV_VARS if env.get(name)),
         warnings=top_level_warnings(data),
+        notices=inert_key_notices(_object_at(entry, "config", _VOICE_PATH)),
     )
 
 
@@ -1001,7 +1006,12 @@ def load_config(
         # json5 names the input "<string>"; the file name is already the path.
         detail = re.sub(r"^<string>:(\d+) ", r"line \1: ", str(exc))
         raise ConfigError(source, f"invalid JSON5: {detail}") from None
-    return parse_config(data, env, source)
+    try:
+        # $include, .env files, the env block and ${VAR}, as OpenClaw resolves them.
+        data, resolved_env = resolve_document(data, resolved, env)
+    except ConfigSourceError as exc:
+        raise ConfigError(exc.path, exc.message) from None
+    return parse_config(data, resolved_env, source)
 
 
 def url_trust_settings(voice: VoiceCallConfig) -> UrlTrustSettings:

@@ -115,6 +115,8 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
         config.gateway.bind,
         config.gateway.port,
     )
+    for notice in config.notices:
+        log.info("%s", notice)
     if ready is not None:
         ready.set()
     stopper = asyncio.create_task(stop.wait())
