@@ -123,6 +123,9 @@ async def run(n: int, seconds: float) -> dict[str, float]:
         clock=ScaledClock(1.0),
         voice_url=f"http://127.0.0.1:{webhook_port}/voice/webhook",
         replies=(),
+        # The callee stays on the line a while after the bot's line, so the line's mark is
+        # back before the hang-up races it.
+        reply_delay_s=2.0,
         answer_delay_s=0.2,
         callback_delay_s=0.05,
     )
@@ -142,22 +145,32 @@ async def run(n: int, seconds: float) -> dict[str, float]:
             message = ("The quick brown fox jumps over the lazy dog. " * 20)[: int(seconds * 15)]
             cpu0, wall0 = proc_cpu_seconds(server.pid), time.monotonic()
             gen0 = resource.getrusage(resource.RUSAGE_SELF)
-            placed = []
-            for _ in range(n):
-                placed.append(
-                    await rpc(
+            # All N calls are placed at once, so all N streams overlap.
+            await asyncio.gather(
+                *(
+                    rpc(
                         client,
                         gw,
                         "voicecall.initiate",
                         {"to": CALLEE, "message": message, "mode": "conversation"},
                     )
+                    for _ in range(n)
                 )
-                await asyncio.sleep(0.01)
+            )
             rss_peak = 0.0
+            peak_streams = 0
             deadline = time.monotonic() + seconds * 3 + 60
             while time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
                 rss_peak = max(rss_peak, proc_rss_mb(server.pid))
+                peak_streams = max(
+                    peak_streams,
+                    sum(
+                        1
+                        for sid in list(sim.calls)
+                        if (stream := sim.stream(sid)) is not None and stream.socket is not None
+                    ),
+                )
                 live = (await rpc(client, gw, "voicecall.list", {"active": True, "limit": n}))[
                     "calls"
                 ]
@@ -196,6 +209,7 @@ async def run(n: int, seconds: float) -> dict[str, float]:
     gen_cpu = (gen1.ru_utime + gen1.ru_stime) - (gen0.ru_utime + gen0.ru_stime)
     return {
         "streams": n,
+        "peak open streams": peak_streams,
         "lines heard whole": whole,
         "lines played (server)": played,
         "underruns": underruns,

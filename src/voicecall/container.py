@@ -6,6 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dependency_injector import containers, providers
 
+from voicecall.adapters.agent.models import ModelRoute, build_chat_model, resolve_model
 from voicecall.adapters.agent.openai import OpenAIResponder
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
@@ -19,11 +20,20 @@ from voicecall.adapters.telephony.twilio import TwilioTelephony
 from voicecall.config import AppConfig
 from voicecall.domain.call import CallMode
 from voicecall.domain.policy import InboundPolicy, InboundPolicyMode, OutboundPolicy
+from voicecall.services.agent import AgentService, AgentSettings
 from voicecall.services.calls import CallService, CallSettings
 from voicecall.services.events import EventFeed
 from voicecall.services.media import MediaService
 
-__all__ = ["MOCK_FROM_NUMBER", "Container", "build_container", "call_settings", "stream_url"]
+__all__ = [
+    "MOCK_FROM_NUMBER",
+    "Container",
+    "agent_settings",
+    "build_container",
+    "call_settings",
+    "model_route",
+    "stream_url",
+]
 
 # What the offline mock shows as the bot's number when the config names none.
 MOCK_FROM_NUMBER = "+15550100000"
@@ -53,6 +63,34 @@ def call_settings(config: AppConfig) -> CallSettings:
         stale_call_reaper_s=float(voice.stale_call_reaper_seconds),
         stream_url=stream_url(config),
     )
+
+
+def model_route(config: AppConfig) -> ModelRoute:
+    """``responseModel`` resolved; ``ConfigError`` (exit 2) when it cannot be."""
+    return resolve_model(config)
+
+
+def agent_settings(config: AppConfig) -> AgentSettings:
+    voice = config.voice
+    return AgentSettings(
+        system_prompt=voice.response_system_prompt,
+        hold_after_s=voice.agent.hold_after_ms / 1000,
+        response_timeout_s=voice.response_timeout_ms / 1000,
+        transfer_allowlist=tuple(voice.agent.transfer_allowlist),
+        allow_from=tuple(voice.allow_from),
+        language=getattr(voice, "language", None),
+    )
+
+
+def _with_agent(
+    service: CallService, config: AppConfig, clock: SystemClock, feed: EventFeed
+) -> CallService:
+    """The call service with the agent on the line (they refer to each other)."""
+    route = model_route(config)
+    service.agent = AgentService(
+        build_chat_model(route), service, clock, feed, agent_settings(config)
+    )
+    return service
 
 
 def stream_url(config: AppConfig) -> str | None:
@@ -145,7 +183,7 @@ class Container(containers.DeclarativeContainer):
     )
     media = providers.Singleton(_media_service, app_config, clock, synthesizer, transcriber)
 
-    call_service = providers.Singleton(
+    _bare_call_service = providers.Singleton(
         CallService,
         provider=telephony,
         store=store,
@@ -155,6 +193,7 @@ class Container(containers.DeclarativeContainer):
         settings=providers.Callable(call_settings, app_config),
         media=media,
     )
+    call_service = providers.Singleton(_with_agent, _bare_call_service, app_config, clock, feed)
 
 
 def build_container(config: AppConfig) -> Container:

@@ -109,6 +109,8 @@ class CallMode(enum.StrEnum):
 class Speaker(enum.StrEnum):
     BOT = "bot"
     USER = "user"
+    SYSTEM = "system"
+    """Not said aloud: the agent's tool calls and their results, in order with the words."""
 
 
 @attrs.frozen
@@ -146,6 +148,12 @@ class Call:
     end_reason: str | None = None
     end_detail: str | None = None
     last_activity_at: float | None = None
+    agent_goal: str | None = None
+    """An outbound call the agent drives on its own towards this goal."""
+    agent_outcome: str | None = None
+    """The agent's one-line summary of how the call went, written as its last act."""
+    transferred_to: str | None = None
+    """The number the agent handed the call to (``end_reason`` is then ``transferred``)."""
     transcript: list[TranscriptEntry] = attrs.Factory(list)
     speech: SpeechQueue = attrs.Factory(SpeechQueue)
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from voicecall.domain.call import Call, CallMode, CallState
+from voicecall.domain.conversation import ChatMessage, ModelEvent, ToolSpec
 from voicecall.domain.events import CallEvent
 from voicecall.domain.media import StreamMessage
 from voicecall.domain.signed_url import Verification
@@ -23,6 +24,7 @@ __all__ = [
     "CallStore",
     "CarrierStatus",
     "CarrierStatusKind",
+    "ChatModel",
     "Clock",
     "DialRequest",
     "DialResult",
@@ -168,6 +170,18 @@ class TelephonyProvider(Protocol):
     async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         """End the call. Idempotent: a call the carrier already ended is success."""
 
+    async def transfer(
+        self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """Hand the caller over to ``to`` (E.164); our side of the call is then over.
+
+        Twilio and Plivo replace the call's document with a ``<Dial>``, Telnyx uses its
+        ``transfer`` command, the mock records the transfer.
+        """
+
+    async def send_digits(self, call: Call, digits: str) -> None:
+        """Play DTMF ``digits`` (0-9, *, #, and w for a pause) into the call."""
+
     async def status(self, call: Call) -> CarrierStatus:
         """Ask the carrier about the call; ``unknown`` on timeouts and 5xx, never raises."""
 
@@ -276,6 +290,23 @@ class Responder(Protocol):
 
     async def respond(self, call: Call, utterance: str) -> str:
         """What to say back to ``utterance``, given the call's transcript so far."""
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A language model that streams its reply: the agent on the line (issue 10).
+
+    One port for every API style (OpenAI-compatible chat completions, Anthropic messages,
+    the offline rules). Failures are raised as ``TransientError`` (unreachable, 5xx) or
+    ``VoiceCallError`` (refused).
+    """
+
+    def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[ModelEvent]:
+        """The reply as it is written: text deltas, then any tool calls, each complete."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from voicecall.config import AppConfig
-from voicecall.container import telephony_names
+from voicecall.config import AppConfig, ConfigError
+from voicecall.container import model_route, telephony_names
 from voicecall.entrypoints.gateway_app import EventStreams, create_gateway_app
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.token import ensure_gateway_token
@@ -73,6 +73,34 @@ def _check(config: AppConfig) -> None:
             2,
         )
 
+    try:
+        route = model_route(config)
+    except ConfigError as err:
+        raise StartupError(str(err), 2) from None
+    if route.notice:
+        log.info("%s", route.notice)
+
+
+async def _start_tunnel(plugin: VoiceCallPlugin) -> TunnelSupervisor | None:
+    """Bring the configured tunnel up (exit 2 with its error if it cannot), or say how
+    carriers reach us without one."""
+    container = plugin.container
+    address = container.address()
+    tunnel = container.tunnel()
+    if tunnel is None:
+        if address.required and address.url is None:
+            log.warning(
+                "no publicUrl and no tunnel: inbound webhooks are served and verified from the "
+                "forwarding headers or the Host header; outbound calls are refused (%s)",
+                NO_PUBLIC_URL,
+            )
+        return None
+    supervisor = TunnelSupervisor(tunnel, address, container.clock())
+    try:
+        await supervisor.start()
+    except TunnelStartError as err:
+        raise StartupError(str(err), 2) from None
+    return supervisor
 
 async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT; shuts down cleanly and flushes state."""

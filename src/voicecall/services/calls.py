@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -69,7 +69,7 @@ from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.events import EventFeed
 from voicecall.services.media import MediaService
 
-__all__ = ["CallService", "CallSettings", "call_to_dict", "utterance_to_dict"]
+__all__ = ["CallAgent", "CallService", "CallSettings", "call_to_dict", "utterance_to_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,18 @@ T = TypeVar("T")
 # Reconnects of a call's media stream before it goes on with the carrier's native voice.
 _MAX_STREAM_ATTEMPTS = 3
 _APOLOGY = "Sorry, I need a moment and could not answer that in time. Could you say it again?"
+
+
+class CallAgent(Protocol):
+    """The agent on the line (``services.agent.AgentService``), as the call service uses it."""
+
+    def hear(self, call_id: str, utterance: str) -> None:
+        """The caller said ``utterance`` (final): answer it."""
+
+    def open(self, call_id: str) -> None:
+        """An outbound goal call was answered: speak first."""
+
+    async def aclose(self) -> None: ...
 
 
 @attrs.frozen
@@ -114,9 +126,19 @@ def call_to_dict(call: Call) -> dict[str, Any]:
         "endedAt": call.ended_at,
         "endReason": call.end_reason,
         "endDetail": call.end_detail,
+        **_agent_fields(call),
         "transcript": [_line_to_dict(line) for line in call.transcript],
         "speech": [utterance_to_dict(u) for u in call.speech],
     }
+
+
+def _agent_fields(call: Call) -> dict[str, Any]:
+    fields = {
+        "agentGoal": call.agent_goal,
+        "agentOutcome": call.agent_outcome,
+        "transferredTo": call.transferred_to,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _line_to_dict(line: TranscriptEntry) -> dict[str, Any]:
@@ -188,7 +210,9 @@ class CallService:
         feed: EventFeed,
         settings: CallSettings,
         media: MediaService | None = None,
+        agent: CallAgent | None = None,
     ) -> None:
+        self.agent = agent
         self.provider = provider
         self.media = media if settings.stream_url and isinstance(provider, MediaStreaming) else None
         self.store = store
@@ -233,6 +257,8 @@ class CallService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.agent is not None:
+            await self.agent.aclose()
         if self.media is not None:
             await self.media.aclose()
         await self.provider.aclose()
@@ -257,8 +283,18 @@ class CallService:
 
     # ------------------------------------------------------------------ outbound
 
-    async def initiate(self, to: str | None, message: str, mode: str | None = None) -> Call:
+    async def initiate(
+        self,
+        to: str | None,
+        message: str | None,
+        mode: str | None = None,
+        *,
+        agent_goal: str | None = None,
+    ) -> Call:
         """Place an outbound call.
+
+        With ``agent_goal`` the agent drives the call on its own towards the goal (a
+        conversation call); ``message``, if any, is its first line, else the agent opens.
 
         Raises:
             CallerError: bad number or mode, no message, or ``maxConcurrentCalls`` reached.
@@ -266,8 +302,15 @@ class CallService:
         """
         policy = self.settings.outbound
         number = policy.resolve_callee(to)
-        call_mode = policy.resolve_mode(mode)
-        message = _required_text(message)
+        if agent_goal is not None:
+            agent_goal = _required_text(agent_goal)
+            if self.agent is None:
+                raise InvalidCallState("no agent is configured to drive the call")
+            call_mode = CallMode.CONVERSATION
+            message = message.strip() if isinstance(message, str) and message.strip() else None
+        else:
+            call_mode = policy.resolve_mode(mode)
+            message = _required_text(message)
         # The capacity check and the insert are one step, so two racing requests cannot both
         # take the last slot.
         async with self._create_lock:
@@ -283,6 +326,7 @@ class CallService:
                 started_at=now,
                 message=message,
                 last_activity_at=now,
+                agent_goal=agent_goal,
             )
             runtime = self._runtime_for(call.call_id)
             await self._commit(call, "call.created", {"call": call_to_dict(call)})
@@ -370,6 +414,77 @@ class CallService:
             if call.is_live:
                 await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
         return call
+
+    # ------------------------------------------------------------------ the agent's hands
+
+    async def agent_say(self, call_id: str, text: str) -> str | None:
+        """Queue one of the agent's lines; its utterance id, or None once the call is over."""
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            return None
+        async with runtime.lock:
+            call = await self.store.get(call_id)
+            if call is None or not call.is_live:
+                return None
+            try:
+                added = await self._enqueue(call, runtime, [text], AfterSpeech.LISTEN)
+            except VoiceCallError as err:
+                await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
+                return None
+        return added[0].utterance_id
+
+    async def agent_note(self, call_id: str, text: str, data: dict[str, Any]) -> None:
+        """A system line (a tool call and its result) in the transcript and on the feed."""
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            return
+        async with runtime.lock:
+            call = await self.store.get(call_id)
+            if call is None:
+                return
+            call.add_transcript(Speaker.SYSTEM, text, self.clock.now())
+            kind = str(data.get("type", "agent.note"))
+            await self._commit(call, kind, {k: v for k, v in data.items() if k != "type"})
+            await self._commit(call, "call.transcript", {"speaker": "system", "text": text})
+
+    async def agent_end(self, call_id: str, outcome: str) -> None:
+        """The agent hangs up (after its goodbye played), recording its outcome."""
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            return
+        async with runtime.lock:
+            call = await self.store.get(call_id)
+            if call is None or not call.is_live:
+                return
+            call.agent_outcome = outcome
+            await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
+
+    async def agent_transfer(self, call_id: str, to: str) -> None:
+        """Hand the call to ``to``; our side ends ``completed``, ``endReason: transferred``."""
+        runtime = self._runtime.get(call_id)
+        if runtime is None:
+            raise InvalidCallState("the call has ended")
+        async with runtime.lock:
+            call = await self._require(call_id)
+            if not call.is_live:
+                raise InvalidCallState(f"the call has ended ({call.state.value})")
+            runtime.ending_as = CallState.COMPLETED
+            try:
+                await self.provider.transfer(call, to)
+            except VoiceCallError:
+                runtime.ending_as = None
+                raise
+            call.transferred_to = to
+            await self._finish(call, runtime, CallState.COMPLETED, detail=f"transferred to {to}")
+            call.end_reason = "transferred"
+            await self._commit(call, "call.transferred", {"to": to, "endReason": "transferred"})
+
+    async def agent_send_digits(self, call_id: str, digits: str) -> None:
+        call = await self._require(call_id)
+        if not call.is_live:
+            raise InvalidCallState(f"the call has ended ({call.state.value})")
+        await self.provider.send_digits(call, digits)
+        await self._commit(call, "call.digits", {"digits": digits})
 
     # ------------------------------------------------------------------ webhooks
 
@@ -524,6 +639,8 @@ class CallService:
                 await self._enqueue(call, runtime, [greeting], AfterSpeech.LISTEN, reply_to)
             elif call.message:
                 await self._enqueue(call, runtime, [call.message], _after_for(call), reply_to)
+            elif call.agent_goal and self.agent is not None:
+                self.agent.open(call.call_id)
         except VoiceCallError as err:
             log.warning("call %s: carrier refused an action: %s", call.call_id, err.detail)
             await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
@@ -685,8 +802,11 @@ class CallService:
                 speech_started_at=event.started_at,
             ):
                 turn.reply.set_result(text)
-        elif call.direction is CallDirection.INBOUND and call.is_live:
-            self._spawn(self._auto_respond(call.call_id, text))
+        elif (call.direction is CallDirection.INBOUND or call.agent_goal) and call.is_live:
+            if self.agent is not None:
+                self.agent.hear(call.call_id, text)
+            else:
+                self._spawn(self._auto_respond(call.call_id, text))
 
     async def _auto_respond(self, call_id: str, utterance: str) -> None:
         call = await self._require(call_id)

@@ -107,6 +107,9 @@ class _SimCall:
     hangups: int = 0
     rejected: int = 0
     ended_at: float | None = None
+    transferred_to: str | None = None
+    digits: list[str] = attrs.Factory(list)
+    """DTMF the bot sent into the call, in order."""
 
 
 @attrs.define
@@ -239,6 +242,43 @@ class MockTelephony:
                 dedupe_key=f"{sim.provider_call_id}:ended",
             ),
         )
+
+    async def transfer(
+        self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """The simulated network bridges the callee to ``to``: our leg of the call is over."""
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "live":
+            raise CarrierRejected("the mock call is not live; nothing to transfer")
+        sim.transferred_to = to
+        self._stop(sim, CallState.COMPLETED)
+        await self._save()
+        self._later(
+            0.0,
+            CallEnded(
+                call_id=sim.call_id,
+                provider_call_id=sim.provider_call_id,
+                reason=CallState.COMPLETED,
+                dedupe_key=f"{sim.provider_call_id}:ended",
+            ),
+        )
+
+    async def send_digits(self, call: Call, digits: str) -> None:
+        self._check_up()
+        sim = self._known(call)
+        if sim.status != "live":
+            raise CarrierRejected("the mock call is not live; no digits sent")
+        sim.digits.append(digits)
+        await self._save()
+
+    def transferred_to(self, provider_call_id: str) -> str | None:
+        sim = self._calls.get(provider_call_id)
+        return sim.transferred_to if sim is not None else None
+
+    def digits_sent(self, provider_call_id: str) -> list[str]:
+        sim = self._calls.get(provider_call_id)
+        return list(sim.digits) if sim is not None else []
 
     async def status(self, call: Call) -> CarrierStatus:
         if self.unavailable:

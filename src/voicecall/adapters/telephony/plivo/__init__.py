@@ -146,6 +146,8 @@ class _Line:
     rejected: bool = False
     stream: StreamRequest | None = None
     """A media stream the next document must open (``connect_stream``)."""
+    dial_to: str | None = None
+    """A transfer the agent asked for: the next document is a ``<Dial>`` to this number."""
     stream_stops: list[float] = attrs.Factory(list)
     """When Plivo reported the call's stream gone (clock time), the last minute's worth."""
     replays: dict[str, bytes] = attrs.Factory(dict)
@@ -288,6 +290,24 @@ class PlivoTelephony:
         # fetch now.
         await self._transfer(call, line, added)
 
+    async def transfer(
+        self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """The call fetches a ``<Dial>`` document from us now (Plivo's transfer API)."""
+        line = self._line_for(call)
+        line.dial_to = to
+        line.queue.clear()
+        try:
+            await self._transfer(call, line, [])
+        except VoiceCallError:
+            line.dial_to = None
+            raise
+
+    async def send_digits(self, call: Call, digits: str) -> None:
+        if not call.provider_call_id:
+            raise CarrierRejected("the call has no Plivo id yet")
+        await self._rest.send_digits(call.provider_call_id, digits)
+
     async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         await self._rest.hangup(call.provider_call_id)
         self._forget(call.call_id)
@@ -386,6 +406,10 @@ class PlivoTelephony:
             None,
         )
         line = self._lines.get(call.call_id) if call is not None else self._find(hook)
+        if line is not None and line.dial_to is not None:
+            # Our side of a transferred call is over; Plivo's leg goes on to the new party.
+            caller_id = call.to_number if call is not None else None
+            return _response(documents.dial(line.dial_to, caller_id))
         if call is None or not call.is_live:
             # A call we do not drive (unknown, or already over on our side) must not be left
             # running on Plivo; a rejected inbound call hears the rejection.

@@ -29,8 +29,10 @@ from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from plivo.xml import (
+    DialElement,
     GetInputElement,
     HangupElement,
+    NumberElement,
     RedirectElement,
     ResponseElement,
     SpeakElement,
@@ -40,6 +42,7 @@ from plivo.xml import (
 __all__ = [
     "EMPTY_XML",
     "PLIVO_VOICES",
+    "dial",
     "hangup",
     "hold_then_hangup",
     "listen",
@@ -134,6 +137,13 @@ def hold_then_hangup(hold_s: float) -> bytes:
         doc.add(WaitElement(length=max(math.ceil(hold_s), 1)))
     doc.add(HangupElement())
     return _xml(doc)
+
+
+def dial(to: str, caller_id: str | None) -> bytes:
+    """Hand the caller to ``to``: ``<Dial><Number>`` bridges them
+    (https://www.plivo.com/docs/voice/xml/dial)."""
+    element = DialElement(caller_id=caller_id) if caller_id else DialElement()
+    return _xml(ResponseElement().add(element.add(NumberElement(to))))
 
 
 def hangup(*, rejected: bool = False) -> bytes:

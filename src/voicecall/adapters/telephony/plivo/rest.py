@@ -78,6 +78,14 @@ class PlivoRest:
             raise CarrierRejected("Plivo says the call is no longer live")
         self._raise_unless_ok(response, "transfer the call to new XML")
 
+    async def send_digits(self, call_uuid: str, digits: str) -> None:
+        """``POST Call/{uuid}/DTMF/``: play DTMF into the live call
+        (https://www.plivo.com/docs/voice/api/call/send-digits)."""
+        response = await self._request("POST", f"Call/{call_uuid}/DTMF/", json={"digits": digits})
+        if response.status_code == 404:
+            raise CarrierRejected("Plivo says the call is no longer live")
+        self._raise_unless_ok(response, "send digits")
+
     async def hangup(self, call_uuid: str | None) -> None:
         """End a call (or cancel it while queued); one already over is success."""
         if not call_uuid:

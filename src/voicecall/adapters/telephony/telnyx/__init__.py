@@ -216,6 +216,34 @@ class TelnyxTelephony:
         elif playback.then is AfterSpeech.WAIT and leg.transcribing is not False:
             await self._stop_transcription(pid)
 
+    async def transfer(
+        self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """Call Control ``transfer``: Telnyx dials ``to`` and bridges the caller to it
+        (https://developers.telnyx.com/api/call-control/transfer-call)."""
+        pid = self._pid(call)
+        try:
+            await self._rest.action(pid, "transfer", {"to": to})
+        except TelnyxApiError as err:
+            if err.call_already_ended:
+                raise CarrierRejected("Telnyx: the call is no longer in progress") from None
+            raise
+
+    async def send_digits(self, call: Call, digits: str) -> None:
+        """Call Control ``send_dtmf`` (https://developers.telnyx.com/api/call-control/send-dtmf)."""
+        pid = self._pid(call)
+        try:
+            await self._rest.action(pid, "send_dtmf", {"digits": digits})
+        except TelnyxApiError as err:
+            if err.call_already_ended:
+                raise CarrierRejected("Telnyx: the call is no longer in progress") from None
+            raise
+
+    def _pid(self, call: Call) -> str:
+        if not call.provider_call_id:
+            raise CarrierRejected("Telnyx: the call has no call control id yet")
+        return call.provider_call_id
+
     async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         pid = call.provider_call_id
         if not pid:

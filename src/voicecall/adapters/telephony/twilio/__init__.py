@@ -250,6 +250,31 @@ class TwilioTelephony:
             raise
         self._announce(program, sid, started)
 
+    async def transfer(
+        self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
+    ) -> None:
+        """A live update to a ``<Dial>``: Twilio bridges the caller to ``to``."""
+        sid = self._sid(call)
+        program = self._program(sid, call.call_id)
+        program.ended_by_us = True
+        program.pending.clear()
+        document = documents.dial(to, call.to_number if call.direction.value == "inbound" else None)
+        try:
+            await self.rest.update_call(sid, [("Twiml", str(document))], "transfer the call")
+        except AlreadyEnded:
+            raise CarrierRejected("Twilio: the call is no longer in progress") from None
+
+    async def send_digits(self, call: Call, digits: str) -> None:
+        """A live update that plays the digits, then fetches our next document."""
+        sid = self._sid(call)
+        program = self._program(sid, call.call_id)
+        program.busy = True
+        document = documents.play_digits(self.urls, call.call_id, digits)
+        try:
+            await self.rest.update_call(sid, [("Twiml", str(document))], "send digits")
+        except AlreadyEnded:
+            raise CarrierRejected("Twilio: the call is no longer in progress") from None
+
     async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         sid = call.provider_call_id
         if not sid:

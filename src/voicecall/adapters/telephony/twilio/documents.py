@@ -208,6 +208,23 @@ def connect_stream(
     return response
 
 
+def dial(to: str, caller_id: str | None) -> VoiceResponse:
+    """Hand the caller to ``to``: ``<Dial>`` bridges them; the document ends after it
+    (https://www.twilio.com/docs/voice/twiml/dial)."""
+    response = VoiceResponse()
+    response.dial(to, caller_id=caller_id)
+    return response
+
+
+def play_digits(urls: WebhookUrls, call_id: str | None, digits: str) -> VoiceResponse:
+    """DTMF into the call (``<Play digits>``, ``w`` is a half-second pause), then back to us
+    for what comes next (https://www.twilio.com/docs/voice/twiml/play#attributes-digits)."""
+    response = VoiceResponse()
+    response.play(digits=digits)
+    response.redirect(urls.back(call_id), method="POST")
+    return response
+
+
 def hang_up() -> VoiceResponse:
     response = VoiceResponse()
     response.hangup()
