@@ -1,8 +1,13 @@
 """The ``voicecall`` command line.
 
-Every command except ``serve`` and ``demo`` talks to a running gateway over RPC; none starts
-a webhook server. Output is JSON on stdout; failures are one line on stderr and a non-zero
-exit (1: the gateway is not running or refused, 2: bad configuration or usage).
+Every command except ``serve``, ``demo``, ``config check`` and ``doctor`` talks to a running
+gateway over RPC; none starts a webhook server. Output is text on a terminal and JSON when piped
+or with ``--json``; failures are one line on stderr and an exit code from the one table every
+command shares (README "Exit codes"): 0 ok, 1 refused or not found, 2 usage or configuration,
+3 the gateway is unreachable.
+
+Global options (``--config``, ``--json``, ``--version``) work before or after the subcommand.
+Imports are kept to what the command needs, so ``voicecall status`` starts quickly.
 """
 
 from __future__ import annotations
@@ -11,18 +16,42 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from voicecall import __version__
 from voicecall.config import AppConfig, ConfigError, load_config
-from voicecall.entrypoints.client import ClientError, GatewayClient
+from voicecall.entrypoints.client import (
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ClientError,
+    GatewayClient,
+)
+from voicecall.entrypoints.output import (
+    COMPLETED_REASONS,
+    dump_json,
+    format_event,
+    format_payload,
+    wants_json,
+)
 
 __all__ = ["main"]
 
 
-def _print(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+def _print(payload: Any, args: argparse.Namespace | None = None) -> None:
+    if args is None or wants_json(getattr(args, "json", False), sys.stdout):
+        sys.stdout.write(dump_json(payload))
+    else:
+        sys.stdout.write(format_payload(args.command, payload))
     sys.stdout.flush()
+
+
+def _text(value: str) -> str:
+    """A ``--message``: spoken aloud, so it must say something."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty (it is what the call says)")
+    return value
 
 
 def _long_timeout(config: AppConfig) -> float:
@@ -31,8 +60,23 @@ def _long_timeout(config: AppConfig) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the subcommand is not overwritten by the subcommand's
+    # own (absent) copy of it, so `voicecall --config F list` and `voicecall list --config F`
+    # mean the same.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="config file (else $VOICECALL_CONFIG)")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (else $VOICECALL_CONFIG, else ~/.openclaw/openclaw.json)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="JSON output even on a terminal (it is the default when piped)",
+    )
+    common.add_argument("--version", action="version", version=f"voicecall {__version__}")
 
     parser = argparse.ArgumentParser(
         prog="voicecall", description="Give an AI agent a telephone.", parents=[common]
@@ -46,18 +90,23 @@ def _parser() -> argparse.ArgumentParser:
 
     call = commands.add_parser("call", parents=[common], help="place an outbound call")
     call.add_argument("--to", help="E.164 number (default: toNumber)")
-    call.add_argument("--message", required=True)
+    call.add_argument("--message", required=True, type=_text)
     call.add_argument("--mode", choices=["notify", "conversation"])
+    call.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the call's states and transcript until it ends (exit 0 if it completed)",
+    )
 
     cont = commands.add_parser(
         "continue", parents=[common], help="speak, then wait for the caller's reply"
     )
     cont.add_argument("--call-id", required=True)
-    cont.add_argument("--message", required=True)
+    cont.add_argument("--message", required=True, type=_text)
 
     speak = commands.add_parser("speak", parents=[common], help="speak without waiting")
     speak.add_argument("--call-id", required=True)
-    speak.add_argument("--message", required=True)
+    speak.add_argument("--message", required=True, type=_text)
 
     end = commands.add_parser("end", parents=[common], help="hang up a call")
     end.add_argument("--call-id", required=True)
@@ -70,7 +119,21 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100)
 
     tail = commands.add_parser("tail", parents=[common], help="follow call events live")
-    tail.add_argument("--since", type=int, default=0, metavar="N", help="replay after event N")
+    tail.add_argument(
+        "--since",
+        type=int,
+        default=None,
+        metavar="N",
+        help="first replay the events after event N (0: everything); default: from now",
+    )
+
+    config_cmd = commands.add_parser("config", parents=[common], help="inspect the configuration")
+    config_what = config_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
+    config_what.add_parser(
+        "check",
+        parents=[common],
+        help="validate, and show the resolved config (secrets redacted) and each value's source",
+    )
 
     simulate = commands.add_parser(
         "simulate", parents=[common], help="mock carrier: simulate a carrier-side event"
@@ -103,43 +166,113 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tail(client: GatewayClient, since: int) -> int:
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
-    from websockets.sync.client import connect
+class _EventStream:
+    """The gateway's ``/events`` WebSocket, opened before anything it should see happens."""
 
-    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    try:
-        with connect(f"{client.ws_url}?since={since}", additional_headers=headers) as socket:
-            for message in socket:
-                event = json.loads(message)
-                if event.get("type") == "keepalive":
-                    continue
-                sys.stdout.write(json.dumps(event) + "\n")
-                sys.stdout.flush()
-    except (ConnectionRefusedError, OSError) as err:
-        if isinstance(err, ConnectionRefusedError) or "refused" in str(err).lower():
+    def __init__(self, client: GatewayClient, since: int | None) -> None:
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
+        query = "now" if since is None else str(since)
+        try:
+            self.socket = connect(f"{client.ws_url}?since={query}", additional_headers=headers)
+        except InvalidStatus:
             raise ClientError(
-                f"the gateway is not running at {client.base_url} (start it with 'voicecall serve')"
+                "the gateway refused the event stream (check gateway.auth.token)"
             ) from None
-        raise ClientError(f"lost the gateway: {err}") from None
-    except InvalidStatus:
-        raise ClientError(
-            "the gateway refused the event stream (check gateway.auth.token)"
-        ) from None
-    except ConnectionClosed:
-        pass
+        except OSError as err:
+            if isinstance(err, ConnectionRefusedError) or "refused" in str(err).lower():
+                raise ClientError(
+                    f"the gateway is not running at {client.base_url} "
+                    "(start it with 'voicecall serve')",
+                    EXIT_UNREACHABLE,
+                ) from None
+            raise ClientError(
+                f"cannot reach the gateway at {client.base_url}: {err}", EXIT_UNREACHABLE
+            ) from None
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Events until the gateway ends the stream (keepalives skipped)."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self.socket:
+                event = json.loads(message)
+                if isinstance(event, dict) and event.get("type") != "keepalive":
+                    yield event
+        except ConnectionClosed:
+            return
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def _show_event(event: dict[str, Any], as_json: bool) -> None:
+    sys.stdout.write(dump_json(event, compact=True) if as_json else format_event(event))
+    sys.stdout.flush()
+
+
+def _tail(client: GatewayClient, since: int | None, as_json: bool) -> int:
+    stream = _EventStream(client, since)
+    try:
+        for event in stream.events():
+            _show_event(event, as_json)
     except KeyboardInterrupt:
         pass
+    finally:
+        stream.close()
     return 0
 
 
+def _call_and_follow(client: GatewayClient, params: dict[str, Any], as_json: bool) -> int:
+    """Place a call and show its events until it ends; 0 if it completed, else 1.
+
+    The stream is opened (from now) before the call is placed, so its first event is not missed.
+    """
+    stream = _EventStream(client, None)
+    try:
+        placed = client.call("voicecall.initiate", params)
+        call_id = placed.get("callId")
+        if as_json:
+            sys.stdout.write(dump_json({"placed": placed}, compact=True))
+        else:
+            sys.stdout.write(f"call {call_id} placed\n")
+        sys.stdout.flush()
+        reason: str | None = None
+        for event in stream.events():
+            if event.get("callId") != call_id:
+                continue
+            _show_event(event, as_json)
+            data = event.get("data") or {}
+            if event.get("type") == "call.state" and data.get("endReason"):
+                reason = str(data["endReason"])
+                break
+    finally:
+        stream.close()
+    if reason is None:
+        raise ClientError("the gateway ended the event stream before the call ended")
+    return 0 if reason in COMPLETED_REASONS else EXIT_NOT_FOUND
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    return getattr(args, "config", None)
+
+
 def _run(args: argparse.Namespace) -> int:
+    as_json = wants_json(getattr(args, "json", False), sys.stdout)
     if args.command == "demo":
         # The demo writes and uses its own throw-away config; the operator's is not touched.
         from voicecall.entrypoints.demo import run_demo
 
         return run_demo(keep=args.keep, carrier_name=args.carrier, streaming=args.streaming)
-    config = load_config(args.config, os.environ)
+    if args.command == "config":
+        from voicecall.entrypoints.config_check import run_config_check
+
+        return run_config_check(_config_path(args), os.environ, as_json=as_json)
+    config = load_config(_config_path(args), os.environ)
+    for warning in getattr(config, "warnings", ()):
+        print(f"voicecall: warning: {warning}", file=sys.stderr)
     if args.command == "serve":
         from voicecall.entrypoints.server import serve
 
@@ -152,21 +285,25 @@ def _run(args: argparse.Namespace) -> int:
         from voicecall.entrypoints.expose import ExposeError, expose
 
         try:
-            _print(expose(config, args.mode))
+            _print(expose(config, args.mode), args)
         except ExposeError as err:
             raise ClientError(str(err)) from None
         return 0
     client = GatewayClient(config)
     if args.command == "call":
         params = {"to": args.to, "message": args.message, "mode": args.mode}
-        _print(client.call("voicecall.initiate", {k: v for k, v in params.items() if v}))
+        params = {k: v for k, v in params.items() if v}
+        if args.follow:
+            return _call_and_follow(client, params, as_json)
+        _print(client.call("voicecall.initiate", params), args)
     elif args.command == "continue":
         _print(
             client.call(
                 "voicecall.continue",
                 {"callId": args.call_id, "message": args.message},
                 timeout=_long_timeout(config),
-            )
+            ),
+            args,
         )
     elif args.command == "speak":
         _print(
@@ -174,21 +311,27 @@ def _run(args: argparse.Namespace) -> int:
                 "voicecall.speak",
                 {"callId": args.call_id, "message": args.message},
                 timeout=_long_timeout(config),
-            )
+            ),
+            args,
         )
     elif args.command == "end":
-        _print(client.call("voicecall.end", {"callId": args.call_id}))
+        _print(client.call("voicecall.end", {"callId": args.call_id}), args)
     elif args.command == "status":
-        _print(client.call("voicecall.status", {"callId": args.call_id}))
+        answer = client.call("voicecall.status", {"callId": args.call_id})
+        _print(answer, args)
+        if not answer.get("found"):
+            # Scripts still get {"found": false}; the exit code agrees with end/continue.
+            print(f"voicecall: no call with id {args.call_id!r}", file=sys.stderr)
+            return EXIT_NOT_FOUND
     elif args.command == "list":
-        _print(client.call("voicecall.list", {"active": args.active, "limit": args.limit}))
+        _print(client.call("voicecall.list", {"active": args.active, "limit": args.limit}), args)
     elif args.command == "tail":
-        return _tail(client, args.since)
+        return _tail(client, args.since, as_json)
     elif args.command == "simulate":
         params = {"from": args.from_number}
         if args.to_number:
             params["to"] = args.to_number
-        _print(client.call("voicecall.simulateInbound", params))
+        _print(client.call("voicecall.simulateInbound", params), args)
     return 0
 
 
@@ -198,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except ConfigError as err:
         print(f"voicecall: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except ClientError as err:
         print(f"voicecall: {err}", file=sys.stderr)
         return err.exit_code

@@ -1,20 +1,43 @@
 """One client for the gateway: the RPC calls and the event stream's address.
 
 The CLI, the demo and ``expose`` share it, so no entrypoint reaches into another's internals.
+
+The synchronous client speaks HTTP/1.1 with the standard library's ``http.client``: a CLI
+command makes one loopback request, and importing an HTTP framework for it cost more than the
+request itself (``voicecall status`` must start in well under 100 ms). The async client, used by
+the long-lived MCP server, keeps a pooled ``httpx`` connection and imports it only when built.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+import http.client
+import json
+from typing import TYPE_CHECKING, Any
 
 from voicecall.config import AppConfig
 from voicecall.entrypoints.token import read_gateway_token
 
-__all__ = ["AsyncGatewayClient", "ClientError", "GatewayClient", "connect_host"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "AsyncGatewayClient",
+    "ClientError",
+    "GatewayClient",
+    "connect_host",
+]
 
 GATEWAY_UNAVAILABLE = "gateway_unavailable"
+
+# The CLI's exit codes (README "Exit codes"): every command uses the same four.
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1  # refused by the gateway, or the call does not exist
+EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_UNREACHABLE = 3  # the gateway is not running or did not answer
 
 
 class ClientError(Exception):
@@ -49,22 +72,44 @@ class GatewayClient:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         host = connect_host(config.gateway.bind)
+        self._host = host.strip("[]")
+        self._port = config.gateway.port
         self.base_url = f"http://{host}:{config.gateway.port}"
         self.ws_url = f"ws://{host}:{config.gateway.port}/events"
         self.token = read_gateway_token(config)
 
     def call(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """Run one RPC method; returns the payload or raises ``ClientError``."""
+        body = json.dumps({"method": method, "params": params}).encode()
+        headers = {"Content-Type": "application/json", **_headers(self.token)}
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=5.0)
         try:
-            response = httpx.post(
-                f"{self.base_url}/rpc",
-                json={"method": method, "params": params},
-                headers=_headers(self.token),
-                timeout=httpx.Timeout(timeout, connect=5.0),
-            )
-        except httpx.HTTPError as err:
-            raise _transport_error(self.base_url, err) from None
-        return _payload(response)
+            try:
+                connection.connect()
+            except OSError as err:
+                raise _unreachable(self.base_url, err) from None
+            # Connected: from here the answer may take as long as the method needs.
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
+            try:
+                connection.request("POST", "/rpc", body=body, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except TimeoutError:
+                raise ClientError(
+                    f"the gateway at {self.base_url} did not answer in time",
+                    EXIT_UNREACHABLE,
+                    code=GATEWAY_UNAVAILABLE,
+                ) from None
+            except (OSError, http.client.HTTPException) as err:
+                raise ClientError(
+                    f"lost the gateway at {self.base_url}: {err}",
+                    EXIT_UNREACHABLE,
+                    code=GATEWAY_UNAVAILABLE,
+                ) from None
+        finally:
+            connection.close()
+        return _payload(response.status, raw)
 
 
 class AsyncGatewayClient:
@@ -75,16 +120,20 @@ class AsyncGatewayClient:
     """
 
     def __init__(self, config: AppConfig) -> None:
+        import httpx
+
         sync = GatewayClient(config)
         self.base_url = sync.base_url
         self.ws_url = sync.ws_url
         self.token = sync.token
-        self._http = httpx.AsyncClient(headers=_headers(self.token))
+        self._http: httpx.AsyncClient = httpx.AsyncClient(headers=_headers(self.token))
 
     async def call(
         self, method: str, params: dict[str, Any], read_timeout_s: float = 30.0
     ) -> dict[str, Any]:
         """Run one RPC method; returns the payload or raises ``ClientError``."""
+        import httpx
+
         try:
             response = await self._http.post(
                 f"{self.base_url}/rpc",
@@ -93,7 +142,7 @@ class AsyncGatewayClient:
             )
         except httpx.HTTPError as err:
             raise _transport_error(self.base_url, err) from None
-        return _payload(response)
+        return _payload(response.status_code, response.content)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -103,30 +152,49 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _unreachable(base_url: str, err: OSError) -> ClientError:
+    if isinstance(err, ConnectionRefusedError):
+        message = f"the gateway is not running at {base_url} (start it with 'voicecall serve')"
+    elif isinstance(err, TimeoutError):
+        message = f"the gateway at {base_url} did not answer in time"
+    else:
+        message = f"cannot reach the gateway at {base_url}: {err}"
+    return ClientError(message, EXIT_UNREACHABLE, code=GATEWAY_UNAVAILABLE)
+
+
 def _transport_error(base_url: str, err: httpx.HTTPError) -> ClientError:
+    import httpx
+
     if isinstance(err, httpx.ConnectError):
         return ClientError(
             f"the gateway is not running at {base_url} (start it with 'voicecall serve')",
+            EXIT_UNREACHABLE,
             code=GATEWAY_UNAVAILABLE,
         )
     if isinstance(err, httpx.TimeoutException):
         return ClientError(
-            f"the gateway at {base_url} did not answer in time", code=GATEWAY_UNAVAILABLE
+            f"the gateway at {base_url} did not answer in time",
+            EXIT_UNREACHABLE,
+            code=GATEWAY_UNAVAILABLE,
         )
-    return ClientError(f"cannot reach the gateway at {base_url}: {err}", code=GATEWAY_UNAVAILABLE)
+    return ClientError(
+        f"cannot reach the gateway at {base_url}: {err}",
+        EXIT_UNREACHABLE,
+        code=GATEWAY_UNAVAILABLE,
+    )
 
 
-def _payload(response: httpx.Response) -> dict[str, Any]:
+def _payload(status: int, raw: bytes) -> dict[str, Any]:
     """The payload of an RPC answer, or ``ClientError`` carrying the gateway's code and message."""
-    if response.status_code == 401:
+    if status == 401:
         raise ClientError(
             "the gateway refused our token (check gateway.auth.token)", code="unauthorized"
         )
     try:
-        answer = response.json()
+        answer = json.loads(raw)
     except ValueError:
         raise ClientError(
-            f"the gateway answered HTTP {response.status_code} without JSON", code="bad_answer"
+            f"the gateway answered HTTP {status} without JSON", code="bad_answer"
         ) from None
     if not isinstance(answer, dict) or "ok" not in answer:
         raise ClientError(

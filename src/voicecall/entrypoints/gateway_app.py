@@ -123,15 +123,21 @@ async def events(
     token: NamedDependency[str],
     streams: NamedDependency[EventStreams],
 ) -> None:
-    """Stream call events as JSON text frames; ``?since=N`` first replays the log after N."""
+    """Stream call events as JSON text frames; ``?since=N`` first replays the log after N.
+
+    ``?since=now`` (what ``voicecall tail`` sends by default) replays nothing: only events
+    recorded after the stream was opened are sent.
+    """
     presented = socket.headers.get("authorization")
     if presented is None and socket.query_params.get("token"):
         presented = f"Bearer {socket.query_params.get('token')}"
     if not _authorised(presented, token):
         await socket.close(code=4401, reason="unauthorized")
         return
+    raw_since = socket.query_params.get("since", "0")
+    from_now = raw_since == "now"
     try:
-        since = int(socket.query_params.get("since", "0"))
+        since = 0 if from_now else int(raw_since)
     except ValueError:
         since = 0
     feed = plugin.service.feed
@@ -144,7 +150,7 @@ async def events(
     last = since
     try:
         # Subscribe first, then replay, so nothing falls between the log and the live feed.
-        while True:
+        while not from_now:
             backlog = await plugin.service.store.log_since(last, limit=500)
             for record in backlog:
                 await socket.send_text(json.dumps(record_to_dict(record)))

@@ -27,6 +27,8 @@ def error_envelope(code: str, message: str) -> dict[str, Any]:
 
 def _string(params: Mapping[str, Any], name: str, *, required: bool) -> str | None:
     value = params.get(name)
+    if isinstance(value, str) and not value.strip() and required:
+        raise CallerError(f"parameter {name!r} must not be empty")
     if value is None or value == "":
         if required:
             raise CallerError(f"missing parameter {name!r}")
