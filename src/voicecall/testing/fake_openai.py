@@ -253,7 +253,7 @@ async def serve_fake_openai(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(fake, log_level="warning", lifespan="off", ws="websockets")
+    config = uvicorn.Config(fake, log_level="warning", lifespan="off", ws="websockets-sansio")
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
