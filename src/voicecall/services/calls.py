@@ -65,6 +65,7 @@ from voicecall.domain.speech import (
     UtteranceState,
     answers_prompt,
 )
+from voicecall.domain.spoken_text import normalise_speech, split_speech
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.events import EventFeed
 from voicecall.services.media import MediaService
@@ -307,7 +308,7 @@ class CallService:
             if self.agent is None:
                 raise InvalidCallState("no agent is configured to drive the call")
             call_mode = CallMode.CONVERSATION
-            message = message.strip() if isinstance(message, str) and message.strip() else None
+            message = normalise_speech(message) or None
         else:
             call_mode = policy.resolve_mode(mode)
             message = _required_text(message)
@@ -859,12 +860,15 @@ class CallService:
         The lines are committed (``queued``) before the carrier is asked, so a crash never
         leaves the carrier playing something the store does not know of.
         """
+        # Normalised and split before anything changes: text a carrier cannot carry is
+        # refused here (EmptySpeech) rather than breaking the carrier's document later.
+        pieces: list[tuple[str, str]] = []
+        for index, text in enumerate(texts):
+            for part, piece in enumerate(split_speech(text)):
+                given = ids[index] if ids is not None and part == 0 else None
+                pieces.append((given or _new_utterance_id(), piece))
         now = self.clock.now()
-        utterance_ids = list(ids) if ids is not None else [_new_utterance_id() for _ in texts]
-        added = [
-            call.speech.enqueue(uid, text, now)
-            for uid, text in zip(utterance_ids, texts, strict=True)
-        ]
+        added = [call.speech.enqueue(uid, text, now) for uid, text in pieces]
         call.transition(CallState.SPEAKING, now)
         for utterance in added:
             await self._commit(call, "speech.queued", utterance_to_dict(utterance))
@@ -1104,7 +1108,8 @@ class CallService:
 def _required_text(message: object) -> str:
     if not isinstance(message, str) or not message.strip():
         raise InvalidCallState("a message to speak is required")
-    return message.strip()
+    split_speech(message)  # EmptySpeech (invalid_request) when only control characters
+    return normalise_speech(message)
 
 
 def _new_utterance_id() -> str:
