@@ -41,6 +41,7 @@ __all__ = [
     "TranscriberSession",
     "TranscriptEvent",
     "TranscriptKind",
+    "Tunnel",
     "clock_sleep",
 ]
 
@@ -54,6 +55,26 @@ class TimerHandle(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class Tunnel(Protocol):
+    """Exposes the webhook listener to the carrier (ngrok in-process, the Tailscale CLI)."""
+
+    name: str
+
+    async def open(self) -> str:
+        """Establish the tunnel; returns its public base URL (``https://host``).
+
+        Raises:
+            Exception: the tunnel's own error, for the operator to read.
+        """
+
+    async def wait_closed(self) -> str:
+        """Return, with the reason, once an open tunnel has dropped."""
+
+    async def close(self) -> None:
+        """Undo what ``open`` did; safe to call when not open."""
+
+
 class Clock(Protocol):
     """The only source of time, so timers are tested without sleeping."""
 
@@ -274,6 +295,14 @@ class CallStore(Protocol):
 
     async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
         """Calls newest first."""
+
+    async def count_live(self) -> int:
+        """How many calls are live; cheap however many there are (capacity checks)."""
+
+    async def prune(self, before: float, max_events: int) -> int:
+        """Drop event-log entries older than ``before`` or beyond the newest ``max_events``,
+        and calls that ended before ``before``; returns how many log entries went. Sequence
+        numbers are never reused."""
 
     async def remember_event(self, dedupe_key: str, at: float) -> bool:
         """Record a dedupe key; False when it was already recorded (the event is a repeat)."""

@@ -14,10 +14,12 @@ import uvicorn
 
 from voicecall.config import AppConfig, ConfigError
 from voicecall.container import model_route, telephony_names
+from voicecall.domain.exposure import NO_PUBLIC_URL
 from voicecall.entrypoints.gateway_app import EventStreams, create_gateway_app
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.token import ensure_gateway_token
 from voicecall.entrypoints.webhook_app import create_webhook_app
+from voicecall.services.exposure import TunnelStartError, TunnelSupervisor
 
 __all__ = ["StartupError", "run_gateway", "serve"]
 
@@ -72,7 +74,6 @@ def _check(config: AppConfig) -> None:
             f"in this build (available: {', '.join(sorted(telephony_names()))})",
             2,
         )
-
     try:
         route = model_route(config)
     except ConfigError as err:
@@ -102,6 +103,7 @@ async def _start_tunnel(plugin: VoiceCallPlugin) -> TunnelSupervisor | None:
         raise StartupError(str(err), 2) from None
     return supervisor
 
+
 async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT; shuts down cleanly and flushes state."""
     _check(config)
@@ -117,6 +119,13 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
     try:
         await plugin.start()
     except BaseException:
+        webhook_sock.close()
+        gateway_sock.close()
+        raise
+    try:
+        supervisor = await _start_tunnel(plugin)
+    except BaseException:
+        await plugin.stop()
         webhook_sock.close()
         gateway_sock.close()
         raise
@@ -159,6 +168,8 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
         streams.close()
         stopper.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if supervisor is not None:
+            await supervisor.stop()
         await plugin.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -45,7 +45,13 @@ from voicecall.domain.events import (
     SpeechStarted,
     StreamStopped,
 )
-from voicecall.domain.policy import InboundPolicy, OutboundPolicy
+from voicecall.domain.exposure import PublicAddress
+from voicecall.domain.policy import (
+    DestinationRefused,
+    DialLedger,
+    InboundPolicy,
+    OutboundPolicy,
+)
 from voicecall.domain.ports import (
     CallStore,
     CarrierStatusKind,
@@ -107,6 +113,10 @@ class CallSettings:
     transcript_timeout_s: float = 180.0
     response_timeout_s: float = 30.0
     stale_call_reaper_s: float = 120.0
+    retention_s: float = 30 * 86400.0
+    """``retentionDays``: ended calls and the event log are kept this long."""
+    max_log_events: int = 1_000_000
+    """The event log is also capped at this many entries, oldest dropped first."""
     stream_url: str | None = None
     """Where carriers open media streams (``streaming.enabled``); None speaks natively."""
 
@@ -212,8 +222,14 @@ class CallService:
         settings: CallSettings,
         media: MediaService | None = None,
         agent: CallAgent | None = None,
+        address: PublicAddress | None = None,
     ) -> None:
         self.agent = agent
+        # Where the carrier reaches us (publicUrl or a tunnel's URL); gates outbound calls.
+        self.address = address
+        adopt = getattr(provider, "adopt_public_url", None)
+        if address is not None and adopt is not None:
+            address.subscribe(adopt)
         self.provider = provider
         self.media = media if settings.stream_url and isinstance(provider, MediaStreaming) else None
         self.store = store
@@ -224,6 +240,10 @@ class CallService:
         self._runtime: dict[str, _Runtime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: TimerHandle | None = None
+        self._pruner: TimerHandle | None = None
+        self._ledger = DialLedger(
+            settings.outbound.max_calls_per_hour, settings.outbound.max_calls_per_day
+        )
         self._started = False
         self._create_lock = asyncio.Lock()
 
@@ -240,15 +260,19 @@ class CallService:
         if self.media is not None:
             self.media.bind(self.apply_events, self._is_live)
         self._started = True
+        await self._restore_ledger()
         for call in await self.store.list_calls(live_only=True, limit=10_000):
             await self._reconcile(call, restoring=True)
         self._arm_reaper()
+        await self._prune()
 
     async def stop(self) -> None:
         """Cancel timers and background work, then close the carrier and the store."""
         self._started = False
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._pruner is not None:
+            self._pruner.cancel()
         for runtime in self._runtime.values():
             runtime.cancel_timers()
             if runtime.turn is not None:
@@ -302,7 +326,14 @@ class CallService:
             CarrierRejected / TransientError: the carrier refused; the call is recorded failed.
         """
         policy = self.settings.outbound
+        if self.address is not None:
+            self.address.check_outbound()
         number = policy.resolve_callee(to)
+        try:
+            policy.dial.check(number)
+        except DestinationRefused as refused:
+            await self._refuse(number, refused)
+            raise
         if agent_goal is not None:
             agent_goal = _required_text(agent_goal)
             if self.agent is None:
@@ -315,8 +346,13 @@ class CallService:
         # The capacity check and the insert are one step, so two racing requests cannot both
         # take the last slot.
         async with self._create_lock:
-            policy.check_capacity(await self.store.list_calls(live_only=True, limit=10_000))
+            policy.check_capacity(await self.store.count_live())
             now = self.clock.now()
+            try:
+                self._ledger.check(now)
+            except DestinationRefused as refused:
+                await self._refuse(number, refused)
+                raise
             call = Call(
                 call_id=str(uuid.uuid4()),
                 provider=self.provider.name,
@@ -331,6 +367,7 @@ class CallService:
             )
             runtime = self._runtime_for(call.call_id)
             await self._commit(call, "call.created", {"call": call_to_dict(call)})
+            self._ledger.record(now)
         async with runtime.lock:
             try:
                 result = await self.provider.dial(
@@ -591,10 +628,10 @@ class CallService:
                 return None
             now = self.clock.now()
             decision = self.settings.inbound.decide(event.from_number)
-            live = await self.store.list_calls(live_only=True, limit=10_000)
+            live = await self.store.count_live()
             accept = decision.accept
             detail = decision.reason
-            if accept and len(live) >= self.settings.outbound.max_concurrent_calls:
+            if accept and live >= self.settings.outbound.max_concurrent_calls:
                 accept = False
                 detail = "maxConcurrentCalls live calls already"
             call = Call(
@@ -650,20 +687,19 @@ class CallService:
     async def _connect_stream(self, call: Call, reply_to: WebhookRequest | None) -> None:
         """With streaming on, ask the carrier to open the call's media stream. A carrier that
         refuses leaves the call speaking natively, which it can always do."""
-        if self.media is None or self.settings.stream_url is None:
+        url = self.address.stream_url if self.address is not None else self.settings.stream_url
+        if self.media is None or url is None:
             return
         assert isinstance(self.provider, MediaStreaming)
         token = self.media.expect(call.call_id)
         try:
-            await self.provider.connect_stream(
-                call, StreamRequest(self.settings.stream_url, token), reply_to=reply_to
-            )
+            await self.provider.connect_stream(call, StreamRequest(url, token), reply_to=reply_to)
         except VoiceCallError as err:
             await self.media.end_call(call.call_id)
             log.warning("call %s: no media stream (%s); speaking natively", call.call_id, err)
             await self._commit(call, "stream.failed", {"error": err.detail})
             return
-        await self._commit(call, "stream.requested", {"url": self.settings.stream_url})
+        await self._commit(call, "stream.requested", {"url": url})
 
     async def _on_stream_stopped(
         self, call: Call, runtime: _Runtime, event: StreamStopped, reply_to: WebhookRequest | None
@@ -948,6 +984,40 @@ class CallService:
             self.store.save(call),
             self.feed.publish(call.call_id, log_type, self.clock.now(), data),
         )
+
+    async def _refuse(self, number: str, refused: DestinationRefused) -> None:
+        """Every refused destination goes on the event feed, naming the rule."""
+        log.warning("outbound call refused: %s", refused.detail)
+        await self.feed.publish(
+            "",
+            "call.refused",
+            self.clock.now(),
+            {"to": number, "rule": refused.rule, "error": refused.detail},
+        )
+
+    async def _restore_ledger(self) -> None:
+        """The hourly/daily caps count calls placed before a restart too."""
+        caps = [c for c in (self._ledger.per_hour, self._ledger.per_day) if c is not None]
+        if not caps:
+            return
+        since = self.clock.now() - DialLedger.DAY
+        recent = await self.store.list_calls(limit=max(caps))
+        for call in sorted(recent, key=lambda c: c.started_at):
+            if call.direction is CallDirection.OUTBOUND and call.started_at > since:
+                self._ledger.record(call.started_at)
+
+    async def _prune(self) -> None:
+        """Drop what is older than ``retentionDays`` (and log entries past the size cap)."""
+        try:
+            before = self.clock.now() - self.settings.retention_s
+            removed = await self.store.prune(before, self.settings.max_log_events)
+            if removed:
+                log.info("pruned %d event-log entries", removed)
+        except Exception:
+            log.exception("pruning the event log failed")
+        finally:
+            if self._started:
+                self._pruner = self.clock.schedule(3600.0, self._prune)
 
     # ------------------------------------------------------------------ timers
 

@@ -203,8 +203,6 @@ class PlivoTelephony:
     ) -> PlivoTelephony:
         """Build from ``plugins.entries.voice-call.config`` (credentials, publicUrl, security)."""
         voice = config.voice
-        if not voice.public_url:
-            raise CallerError("the Plivo carrier needs publicUrl (the URL Plivo calls)")
         auth_token = voice.plivo.auth_token or ""
         client = http or httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, connect=5.0),
@@ -219,10 +217,15 @@ class PlivoTelephony:
         )
         return cls(
             rest=rest,
-            public_url=voice.public_url,
+            public_url=voice.public_url or "",
             verifier=PlivoSignatureVerifier(auth_token, url_trust_settings(voice)),
             clock=clock,
         )
+
+    def adopt_public_url(self, url: str) -> None:
+        """The webhook URL arrived after start (a tunnel) or changed: use it from now on."""
+        self._public_url = url
+        self._verifier.adopt_public_url(url)
 
     # ------------------------------------------------------------------ port: calls
 

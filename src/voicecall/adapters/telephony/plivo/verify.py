@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import parse_qsl
 
+import attrs
 from plivo.utils import validate_signature, validate_v3_signature
 
 from voicecall.domain.signed_url import (
@@ -75,6 +76,10 @@ class PlivoSignatureVerifier:
             else ((_V3_SIGNATURE, _V3_NONCE),)
         )
         """Header groups of which one must be complete for the request to be verifiable."""
+
+    def adopt_public_url(self, url: str) -> None:
+        """A tunnel's URL now plays the part of ``publicUrl`` in rebuilding the signed URL."""
+        self._settings = attrs.evolve(self._settings, public_url=url)
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the V3 pair (or, if accepted, the V2 pair) is present, before the body."""

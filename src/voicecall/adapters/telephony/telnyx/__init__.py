@@ -125,6 +125,11 @@ class TelnyxTelephony:
         # apart), the call's direction, whether it is transcribing.
         self._ledger = SpeakLedger()
 
+    def adopt_public_url(self, url: str) -> None:
+        """The webhook URL arrived after start (a tunnel) or changed: dial with it from now on.
+        (Telnyx signs timestamp and body, not the URL, so verification is unaffected.)"""
+        self._public_url = url
+
     @classmethod
     def from_config(
         cls, config: AppConfig, clock: Clock, http: httpx.AsyncClient | None = None

@@ -178,6 +178,12 @@ class TwilioTelephony:
             http=http,
         )
 
+    def adopt_public_url(self, url: str) -> None:
+        """The webhook URL arrived after start (a tunnel) or changed: use it from now on."""
+        self.public_url = url
+        self.urls = WebhookUrls(url)
+        self.verifier.adopt_public_url(url)
+
     # ------------------------------------------------------------------ port: calls
 
     def bind(self, sink: EventSink) -> None:

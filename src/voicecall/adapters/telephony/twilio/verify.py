@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import parse_qs, parse_qsl
 
+import attrs
 from twilio.request_validator import RequestValidator
 
 from voicecall.domain.signed_url import (
@@ -59,6 +60,10 @@ class TwilioSignatureVerifier:
         self._configured = bool(auth_token)
         self._validator = RequestValidator(auth_token)
         self._settings = settings
+
+    def adopt_public_url(self, url: str) -> None:
+        """A tunnel's URL now plays the part of ``publicUrl`` in rebuilding the signed URL."""
+        self._settings = attrs.evolve(self._settings, public_url=url)
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the headers needed to verify at all are present (checked before the body)."""

@@ -1,0 +1,1 @@
+"""Tunnels that expose the webhook listener to the carrier."""
