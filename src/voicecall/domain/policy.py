@@ -32,13 +32,17 @@ def is_e164(number: object) -> bool:
 class InboundPolicyMode(enum.StrEnum):
     DISABLED = "disabled"
     ALLOWLIST = "allowlist"
+    PAIRING = "pairing"
     OPEN = "open"
 
 
 @attrs.frozen
 class InboundDecision:
+    """``pair``: not accepted on its own, but the caller may pair (``inboundPolicy: pairing``)."""
+
     accept: bool
     reason: str
+    pair: bool = False
 
 
 def _number_set(numbers: Iterable[str]) -> frozenset[str]:
@@ -50,7 +54,9 @@ class InboundPolicy:
     """Who may call in.
 
     ``allowlist`` compares the caller ID exactly against ``allow_from``; a withheld, empty or
-    malformed caller ID never matches, whatever the list holds.
+    malformed caller ID never matches, whatever the list holds. ``pairing`` is ``allowlist``
+    whose unknown (but well-formed) callers may pair; whether one was approved already is the
+    pairing service's to say.
     """
 
     mode: InboundPolicyMode = InboundPolicyMode.DISABLED
@@ -65,6 +71,8 @@ class InboundPolicy:
             return InboundDecision(False, "caller ID is withheld or not an E.164 number")
         if caller in self.allow_from:
             return InboundDecision(True, "caller is in allowFrom")
+        if self.mode is InboundPolicyMode.PAIRING:
+            return InboundDecision(False, "caller is not in allowFrom: pairing", pair=True)
         return InboundDecision(False, "caller is not in allowFrom")
 
 
