@@ -26,6 +26,7 @@ from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.config import parse_config
 from voicecall.container import call_settings
 from voicecall.domain.call import Call, CallState, Speaker
+from voicecall.domain.ports import SpeechSynthesizer, Transcriber
 from voicecall.domain.speech import UtteranceState
 from voicecall.entrypoints.webhook_app import create_webhook_app
 from voicecall.services.calls import CallService
@@ -103,6 +104,9 @@ async def open_stream_line(
     *,
     barge_in_after_s: float | None = None,
     notify_hold_s: float = 1.0,
+    synthesizer: SpeechSynthesizer | None = None,
+    transcriber: Transcriber | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> StreamLine:
     plugin: dict[str, Any] = {
         "enabled": True,
@@ -118,6 +122,7 @@ async def open_stream_line(
         "streaming": {"enabled": True},
     }
     plugin.update(harness.plugin_config())
+    plugin.update(extra_config or {})
     config = parse_config({"plugins": {"entries": {"voice-call": {"config": plugin}}}}, env={})
     clock = ScaledClock(SPEED)
     app = _LateApp()
@@ -129,7 +134,11 @@ async def open_stream_line(
     provider = harness.build(config, clock, "answer", webhook)
     store = SqliteCallStore(tmp / "store")
     media = MediaService(
-        clock, ToneSynthesizer(15.0), ToneTranscriber(silence_ms=300), b"k" * 32, lead_ms=200
+        clock,
+        synthesizer or ToneSynthesizer(15.0),
+        transcriber or ToneTranscriber(silence_ms=300),
+        b"k" * 32,
+        lead_ms=200,
     )
     service = CallService(
         provider=provider,

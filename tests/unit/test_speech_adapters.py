@@ -257,14 +257,22 @@ async def test_phrase_cache_plays_a_repeated_line_without_a_request(tmp_path: Pa
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
 
 
+def _age(path: Path, mtime: float) -> None:
+    os.utime(path, (mtime, mtime))  # older than everything written since
+
+
+def _total_size(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.glob("*.ulaw"))
+
+
 async def test_phrase_cache_is_bounded(tmp_path: Path) -> None:
     inner = _Counting()
     size = len(render_tones("line 0"))
     cache = CachedSynthesizer(inner, tmp_path, max_bytes=size * 3)
     for i in range(6):
         await _collect(cache, f"line {i}")
-        os.utime(next(tmp_path.glob(f"{cache.key(f'line {i}', None)}.ulaw")), (i, i))
-    remaining = sum(f.stat().st_size for f in tmp_path.glob("*.ulaw"))
+        _age(tmp_path / f"{cache.key(f'line {i}', None)}.ulaw", i)
+    remaining = _total_size(tmp_path)
     assert remaining <= size * 3
     assert (tmp_path / f"{cache.key('line 5', None)}.ulaw").exists()
     assert not (tmp_path / f"{cache.key('line 0', None)}.ulaw").exists()

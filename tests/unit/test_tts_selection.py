@@ -197,5 +197,6 @@ def test_a_real_carrier_without_keys_runs_natively_with_one_reason() -> None:
     plan = speech_plan(_config({}, {}, {}))
     assert plan.path is NATIVE
     assert plan.notice == (
-        "streaming is on but calls speak natively: Edge TTS cannot speak calls (telephony needs PCM)"
+        "streaming is on but calls speak natively: "
+        "Edge TTS cannot speak calls (telephony needs PCM)"
     )
