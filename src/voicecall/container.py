@@ -12,6 +12,7 @@ from voicecall.adapters.agent.openai import OpenAIResponder
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.speech.wiring import build_synthesizer, build_transcriber, speech_plan
+from voicecall.adapters.store.pairing import FilePairingStore
 from voicecall.adapters.store.secret import load_or_create_secret
 from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
@@ -36,6 +37,7 @@ from voicecall.services.agent import AgentService, AgentSettings
 from voicecall.services.calls import CallService, CallSettings
 from voicecall.services.events import EventFeed
 from voicecall.services.media import MediaService
+from voicecall.services.pairing import PairingService
 
 __all__ = [
     "MOCK_FROM_NUMBER",
@@ -228,6 +230,16 @@ class Container(containers.DeclarativeContainer):
         SqliteCallStore, directory=providers.Callable(lambda c: c.voice.store_path, app_config)
     )
     feed = providers.Singleton(EventFeed, store=store)
+    # Pairing requests and approved numbers: pairing.json in the store, never the config.
+    pairing = providers.Singleton(
+        PairingService,
+        store=providers.Singleton(
+            FilePairingStore,
+            directory=providers.Callable(lambda c: c.voice.store_path, app_config),
+        ),
+        clock=clock,
+        feed=feed,
+    )
 
     telephony = providers.Selector(
         providers.Callable(lambda c: c.voice.provider, app_config),
@@ -283,6 +295,7 @@ class Container(containers.DeclarativeContainer):
         settings=providers.Callable(call_settings, app_config),
         media=media,
         address=address,
+        pairing=pairing,
     )
     call_service = providers.Singleton(_with_agent, _bare_call_service, app_config, clock, feed)
 

@@ -16,6 +16,7 @@ from voicecall.domain.call import Call, CallMode, CallState
 from voicecall.domain.conversation import ChatMessage, ModelEvent, ToolSpec
 from voicecall.domain.events import CallEvent
 from voicecall.domain.media import StreamMessage
+from voicecall.domain.pairing import PairingBook
 from voicecall.domain.signed_url import Verification
 from voicecall.domain.speech import Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
@@ -31,6 +32,7 @@ __all__ = [
     "EventRecord",
     "EventSink",
     "MediaStreaming",
+    "PairingStore",
     "Responder",
     "SpeechSynthesizer",
     "StreamDialect",
@@ -307,10 +309,28 @@ class CallStore(Protocol):
     async def remember_event(self, dedupe_key: str, at: float) -> bool:
         """Record a dedupe key; False when it was already recorded (the event is a repeat)."""
 
+    async def forget_event(self, dedupe_key: str) -> None:
+        """Undo ``remember_event``: the change the event caused could not be committed, so
+        the carrier's retry must be applied, not taken as a repeat."""
+
     async def append_log(self, call_id: str, type: str, at: float, data: dict[str, Any]) -> int:
         """Append to the event log; returns the new sequence number."""
 
     async def log_since(self, seq: int, limit: int = 1000) -> list[EventRecord]: ...
+
+
+@runtime_checkable
+class PairingStore(Protocol):
+    """Where pairing requests and approved numbers live: in the store directory, never in the
+    config file (the operator's approvals are state, not settings)."""
+
+    async def load(self) -> PairingBook:
+        """The saved book, or an empty one when nothing was saved yet."""
+        ...
+
+    async def save(self, book: PairingBook) -> None:
+        """Replace what is saved with ``book``; durable when this returns."""
+        ...
 
 
 @runtime_checkable

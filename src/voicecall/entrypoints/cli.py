@@ -143,6 +143,24 @@ def _parser() -> argparse.ArgumentParser:
     inbound.add_argument("--from", dest="from_number", required=True)
     inbound.add_argument("--to", dest="to_number")
 
+    pairing = commands.add_parser(
+        "pairing", parents=[common], help="who may call in: approve or deny pairing codes"
+    )
+    pairing_what = pairing.add_subparsers(dest="what", required=True, metavar="WHAT")
+    pairing_what.add_parser(
+        "list", parents=[common], help="pending pairing codes and approved numbers"
+    )
+    approve = pairing_what.add_parser(
+        "approve", parents=[common], help="let the caller who heard CODE call from now on"
+    )
+    approve.add_argument("code", metavar="CODE")
+    deny = pairing_what.add_parser("deny", parents=[common], help="refuse the request for CODE")
+    deny.add_argument("code", metavar="CODE")
+    revoke = pairing_what.add_parser(
+        "revoke", parents=[common], help="forget an approved number (it must pair again)"
+    )
+    revoke.add_argument("number", metavar="NUMBER")
+
     expose = commands.add_parser(
         "expose", parents=[common], help="publish the webhook path with Tailscale"
     )
@@ -327,6 +345,13 @@ def _run(args: argparse.Namespace) -> int:
         _print(client.call("voicecall.list", {"active": args.active, "limit": args.limit}), args)
     elif args.command == "tail":
         return _tail(client, args.since, as_json)
+    elif args.command == "pairing":
+        if args.what == "list":
+            _print(client.call("voicecall.pairing.list", {}), args)
+        elif args.what == "revoke":
+            _print(client.call("voicecall.pairing.revoke", {"number": args.number}), args)
+        else:
+            _print(client.call(f"voicecall.pairing.{args.what}", {"code": args.code}), args)
     elif args.command == "simulate":
         params = {"from": args.from_number}
         if args.to_number:

@@ -21,6 +21,7 @@ __all__ = [
     "format_call",
     "format_call_table",
     "format_event",
+    "format_pairing",
     "format_payload",
     "wants_json",
 ]
@@ -167,8 +168,42 @@ def _generic(payload: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_pairing(payload: Mapping[str, Any]) -> str:
+    """``pairing list``: the codes waiting for the operator, then the approved numbers."""
+    pending = payload.get("pending") or []
+    approved = payload.get("approved") or []
+    lines = []
+    if payload.get("inboundPolicy") not in (None, "pairing"):
+        policy = payload["inboundPolicy"]
+        lines.append(f"(inboundPolicy is {policy}: callers are not offered codes)")
+    if pending:
+        lines.append("pending")
+        for request in pending:
+            lines.append(
+                f"  {request.get('code')}  {request.get('from')}  asked "
+                f"{_when(request.get('issuedAt'))}  expires {_clock(request.get('expiresAt'))}"
+            )
+    else:
+        lines.append("no pending pairing requests")
+    if approved:
+        lines.append("approved")
+        for number in approved:
+            lines.append(f"  {number.get('number')}  since {_when(number.get('approvedAt'))}")
+    return "\n".join(lines) + "\n"
+
+
 def format_payload(command: str, payload: Mapping[str, Any]) -> str:
     """The text a person sees for one command's answer."""
+    if command == "pairing":
+        request = payload.get("request")
+        if "pending" in payload:
+            return format_pairing(payload)
+        if isinstance(request, Mapping) and payload.get("approved"):
+            return f"approved {request.get('from')} (code {request.get('code')})\n"
+        if isinstance(request, Mapping) and payload.get("denied"):
+            return f"denied {request.get('from')} (code {request.get('code')})\n"
+        if payload.get("revoked"):
+            return f"revoked {payload.get('number')}\n"
     if command == "list":
         return format_call_table(payload.get("calls") or [])
     if command == "status":

@@ -9,6 +9,7 @@ from typing import Any
 from voicecall.adapters.telephony.mock import MockTelephony
 from voicecall.domain.errors import CallerError, VoiceCallError
 from voicecall.services.calls import CallService, call_to_dict
+from voicecall.services.pairing import PairingService, request_to_dict
 
 __all__ = ["RpcMethods", "error_envelope", "ok_envelope"]
 
@@ -57,6 +58,12 @@ class RpcMethods:
             "voicecall.status": self.status,
             "voicecall.list": self.list_calls,
             "voicecall.simulateInbound": self.simulate_inbound,
+            # The operator's say on who may call. Not voice_call tool actions or MCP tools:
+            # the model answering the calls never decides who may reach it.
+            "voicecall.pairing.list": self.pairing_list,
+            "voicecall.pairing.approve": self.pairing_approve,
+            "voicecall.pairing.deny": self.pairing_deny,
+            "voicecall.pairing.revoke": self.pairing_revoke,
         }
 
     async def dispatch(self, method: Any, params: Any) -> dict[str, Any]:
@@ -120,6 +127,36 @@ class RpcMethods:
             raise CallerError("parameter 'limit' must be an integer from 1 to 10000")
         calls = await self.service.list_calls(live_only=active, limit=limit)
         return {"calls": [call_to_dict(call) for call in calls]}
+
+    def _pairing(self) -> PairingService:
+        pairing = getattr(self.service, "pairing", None)
+        if pairing is None:
+            raise CallerError("pairing is not available in this gateway")
+        assert isinstance(pairing, PairingService)
+        return pairing
+
+    async def pairing_list(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params)
+        listing = await self._pairing().listing()
+        return listing | {"inboundPolicy": self.service.settings.inbound.mode.value}
+
+    async def pairing_approve(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "code")
+        request = await self._pairing().approve(_string(params, "code", required=True))
+        return {"approved": True, "request": request_to_dict(request)}
+
+    async def pairing_deny(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "code")
+        request = await self._pairing().deny(_string(params, "code", required=True))
+        return {"denied": True, "request": request_to_dict(request)}
+
+    async def pairing_revoke(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _only(params, "number")
+        number = _string(params, "number", required=True)
+        revoked = await self._pairing().revoke(number)
+        if not revoked:
+            raise CallerError(f"{number} is not an approved number")
+        return {"revoked": True, "number": number}
 
     async def simulate_inbound(self, params: Mapping[str, Any]) -> dict[str, Any]:
         _only(params, "from", "to")

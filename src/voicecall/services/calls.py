@@ -75,6 +75,7 @@ from voicecall.domain.spoken_text import normalise_speech, split_speech
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 from voicecall.services.events import EventFeed
 from voicecall.services.media import MediaService
+from voicecall.services.pairing import PairingService
 
 __all__ = ["CallAgent", "CallService", "CallSettings", "call_to_dict", "utterance_to_dict"]
 
@@ -223,8 +224,11 @@ class CallService:
         media: MediaService | None = None,
         agent: CallAgent | None = None,
         address: PublicAddress | None = None,
+        pairing: PairingService | None = None,
     ) -> None:
         self.agent = agent
+        # Codes for unknown callers under inboundPolicy "pairing"; without it they are refused.
+        self.pairing = pairing
         # Where the carrier reaches us (publicUrl or a tunnel's URL); gates outbound calls.
         self.address = address
         adopt = getattr(provider, "adopt_public_url", None)
@@ -629,21 +633,32 @@ class CallService:
             now = self.clock.now()
             decision = self.settings.inbound.decide(event.from_number)
             live = await self.store.count_live()
-            accept = decision.accept
+            accept = decision.accept or (decision.pair and self.pairing is not None)
             detail = decision.reason
+            call_id = str(uuid.uuid4())
+            pairing_message: str | None = None
             if accept and live >= self.settings.outbound.max_concurrent_calls:
                 accept = False
                 detail = "maxConcurrentCalls live calls already"
+            elif decision.pair and self.pairing is not None and event.from_number:
+                # An unknown caller: approved before, or it hears a code and the call ends.
+                admission = await self.pairing.admit(event.from_number, call_id)
+                accept, detail, pairing_message = (
+                    admission.accept,
+                    admission.reason,
+                    admission.message,
+                )
             call = Call(
-                call_id=str(uuid.uuid4()),
+                call_id=call_id,
                 provider=self.provider.name,
                 direction=CallDirection.INBOUND,
                 from_number=event.from_number,
                 to_number=event.to_number,
-                mode=CallMode.CONVERSATION,
+                mode=CallMode.NOTIFY if pairing_message else CallMode.CONVERSATION,
                 started_at=now,
                 provider_call_id=event.provider_call_id,
                 last_activity_at=now,
+                message=pairing_message,
             )
             runtime = self._runtime_for(call.call_id)
             data = call_to_dict(call) | {"accepted": accept, "policy": detail}
@@ -672,7 +687,7 @@ class CallService:
     ) -> None:
         try:
             await self._connect_stream(call, reply_to)
-            if call.direction is CallDirection.INBOUND:
+            if call.direction is CallDirection.INBOUND and not _is_notify(call):
                 greeting = self.settings.inbound_greeting
                 await self._enqueue(call, runtime, [greeting], AfterSpeech.LISTEN, reply_to)
             elif call.message:
@@ -839,7 +854,11 @@ class CallService:
                 speech_started_at=event.started_at,
             ):
                 turn.reply.set_result(text)
-        elif (call.direction is CallDirection.INBOUND or call.agent_goal) and call.is_live:
+        elif (
+            (call.direction is CallDirection.INBOUND or call.agent_goal)
+            and call.is_live
+            and not _is_notify(call)
+        ):
             if self.agent is not None:
                 self.agent.hear(call.call_id, text)
             else:
@@ -1187,7 +1206,8 @@ def _new_utterance_id() -> str:
 
 
 def _is_notify(call: Call) -> bool:
-    return call.mode is CallMode.NOTIFY and call.direction is CallDirection.OUTBOUND
+    """A message, then hang up: an outbound notify call, or an unknown caller's pairing code."""
+    return call.mode is CallMode.NOTIFY
 
 
 def _after_for(call: Call) -> AfterSpeech:
