@@ -209,7 +209,7 @@ async def test_the_file_store_keeps_the_book_0600_and_round_trips(tmp_path: Path
 async def test_a_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
     store = FilePairingStore(tmp_path)
     store.path.write_text('{"pending": [{"code": "1"}]}')
-    with pytest.raises(ValueError, match="pairing.json is damaged"):
+    with pytest.raises(ValueError, match=r"pairing\.json is damaged"):
         await store.load()
     store.path.write_text("not json")
     with pytest.raises(ValueError, match="is not JSON"):
@@ -341,6 +341,6 @@ async def test_a_malformed_code_is_a_clear_error(code: object) -> None:
     for verb in (pairing.approve, pairing.deny):
         with pytest.raises(CallerError, match="a pairing code is six digits"):
             await verb(code)
-    with pytest.raises(CallerError, match="E.164"):
+    with pytest.raises(CallerError, match=r"E\.164"):
         await pairing.revoke("555")
     assert await store.log_since(0) == []

@@ -34,6 +34,7 @@ __all__ = [
     "FORWARDED_HOST_HEADERS",
     "UrlTrustSettings",
     "Verification",
+    "callback_base_url",
     "forwarding_headers_trusted",
     "is_loopback",
     "is_valid_hostname",
@@ -296,6 +297,14 @@ def reconstruct_public_url(request: WebhookRequest, settings: UrlTrustSettings) 
         host = _host_header(request)
     rendered = str(host) if host is not None else FALLBACK_HOST
     return f"{scheme}://{rendered}{request.path_and_query}"
+
+
+def callback_base_url(request: WebhookRequest, settings: UrlTrustSettings) -> str:
+    """Where the carrier should call back about this (verified) request: the URL it signed,
+    without the query. With no ``publicUrl`` and no tunnel (inbound-only behind a proxy), the
+    documents we answer with point their callbacks here."""
+    parts = urlsplit(reconstruct_public_url(request, settings))
+    return urlunsplit(parts._replace(query="", fragment=""))
 
 
 def _with_port(url: str, port: int | None) -> str | None:

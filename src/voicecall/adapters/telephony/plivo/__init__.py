@@ -187,6 +187,7 @@ class PlivoTelephony:
     ) -> None:
         self._rest = rest
         self._public_url = public_url
+        self._learned_url = ""
         self._verifier = verifier
         self._clock = clock
         self._keepalive_s = max(int(keepalive_s), 1)
@@ -356,6 +357,10 @@ class PlivoTelephony:
         return self._verifier.verify(request)
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
+        if not self._public_url:
+            # No publicUrl and no tunnel (inbound behind a proxy): our documents send Plivo
+            # back to the URL it signed this verified request for.
+            self._learned_url = self._verifier.callback_base(request)
         hook = read_webhook(request)
         if hook.kind == WebhookKind.RING:
             self._remember_uuid(hook)
@@ -595,7 +600,7 @@ class PlivoTelephony:
         names["silence"] = SILENCE_PARAM
         names["stream"] = STREAM_PARAM
         params |= {names.get(key, key): value for key, value in extra.items()}
-        return with_query(self._public_url, params)
+        return with_query(self._public_url or self._learned_url, params)
 
 
 def _plivo_number(number: str) -> str:

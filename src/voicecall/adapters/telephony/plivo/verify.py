@@ -17,6 +17,7 @@ from plivo.utils import validate_signature, validate_v3_signature
 from voicecall.domain.signed_url import (
     UrlTrustSettings,
     Verification,
+    callback_base_url,
     reconstruct_public_url,
     signature_headers_present,
 )
@@ -76,6 +77,10 @@ class PlivoSignatureVerifier:
             else ((_V3_SIGNATURE, _V3_NONCE),)
         )
         """Header groups of which one must be complete for the request to be verifiable."""
+
+    def callback_base(self, request: WebhookRequest) -> str:
+        """The URL this request was signed for, without its query (rebuilt as ``verify`` does)."""
+        return callback_base_url(request, self._settings)
 
     def adopt_public_url(self, url: str) -> None:
         """A tunnel's URL now plays the part of ``publicUrl`` in rebuilding the signed URL."""

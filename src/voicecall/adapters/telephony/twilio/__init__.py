@@ -359,6 +359,10 @@ class TwilioTelephony:
         return self.verifier.verify(request)
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
+        if not self.public_url:
+            # No publicUrl and no tunnel (inbound behind a proxy): our documents send Twilio
+            # back to the URL it signed this verified request for.
+            self.urls = WebhookUrls(self.verifier.callback_base(request))
         hook = read_webhook(request)
         sid = hook.call_sid
         if hook.hook is Hook.STATUS:

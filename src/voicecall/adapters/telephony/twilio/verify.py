@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 from voicecall.domain.signed_url import (
     UrlTrustSettings,
     Verification,
+    callback_base_url,
     reconstruct_public_url,
     signature_headers_present,
     twilio_url_variants,
@@ -60,6 +61,10 @@ class TwilioSignatureVerifier:
         self._configured = bool(auth_token)
         self._validator = RequestValidator(auth_token)
         self._settings = settings
+
+    def callback_base(self, request: WebhookRequest) -> str:
+        """The URL this request was signed for, without its query (rebuilt as ``verify`` does)."""
+        return callback_base_url(request, self._settings)
 
     def adopt_public_url(self, url: str) -> None:
         """A tunnel's URL now plays the part of ``publicUrl`` in rebuilding the signed URL."""
