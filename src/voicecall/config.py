@@ -148,6 +148,13 @@ _IP = _Rule(_is_ip, "expected an IP address")
 
 _Port = Annotated[int, _PORT]
 _E164 = Annotated[str, _E164_RULE]
+_E164Prefix = Annotated[
+    str,
+    _Rule(
+        lambda v: re.fullmatch(r"\+[1-9]\d{0,14}", v) is not None,
+        "expected an E.164 number or prefix like +1 or +4420",
+    ),
+]
 _HttpUrl = Annotated[str, _HTTP_URL]
 _UrlPath = Annotated[str, _URL_PATH]
 _Positive = Annotated[int, _at_least(1)]
@@ -248,6 +255,15 @@ class OutboundConfig:
 
     default_mode: Literal["notify", "conversation"] = "notify"
     notify_hangup_delay_sec: float = 3.0
+    allow_to: tuple[_E164Prefix, ...] = ()
+    """E.164 numbers or prefixes; when set, nothing else is dialled (issue 13)."""
+    deny_to: tuple[_E164Prefix, ...] = ("+1900", "+1976")
+    """Prefixes never dialled; by default the NANP premium-rate codes. Numbers outside
+    fromNumber's country code are refused too unless allowTo names them."""
+    max_calls_per_hour: _Positive | None = None
+    """At most this many outbound calls in any hour; unset, no cap."""
+    max_calls_per_day: _Positive | None = None
+    """At most this many outbound calls in any 24 hours; unset, no cap."""
 
 
 @attrs.frozen
@@ -360,6 +376,8 @@ class VoiceCallConfig:
     stale_call_reaper_seconds: _NonNegative = 0
     """0 (OpenClaw's default) turns the reaper off; 120-300 is recommended in production."""
     store: str = "~/.openclaw/voice-calls"
+    retention_days: _Positive = 30
+    """Ended calls and the event log are kept this many days (the log is also size-capped)."""
     mock: MockConfig = attrs.Factory(MockConfig)
 
     @property

@@ -95,3 +95,33 @@ async def test_sqlite_survives_reopening(tmp_path: Path) -> None:
     assert not await again.remember_event("k", 2.0)
     assert oct((tmp_path / "calls.sqlite3").stat().st_mode & 0o777) == "0o600"
     await again.close()
+
+
+async def test_prune_drops_old_log_entries_and_old_ended_calls_only(store: CallStore) -> None:
+    for at in (1.0, 2.0, 50.0, 60.0, 70.0):
+        await store.append_log("x", "call.state", at, {"at": at})
+    old_ended = _call("old-ended", 5.0)
+    old_ended.transition(CallState.COMPLETED, 6.0)
+    await store.save(old_ended)
+    old_live = _call("old-live", 5.0)
+    await store.save(old_live)
+    await store.save(_call("new", 55.0))
+    assert await store.count_live() == 2
+    assert await store.prune(before=40.0, max_events=2) == 3
+    assert [r.at for r in await store.log_since(0)] == [60.0, 70.0]
+    assert await store.get("old-live") is not None
+    assert await store.get("old-ended") is None
+    assert await store.get("new") is not None
+    # Sequence numbers go on from where they were: a `since` stays meaningful.
+    seq = await store.append_log("x", "call.state", 80.0, {})
+    assert seq == 6
+
+
+async def test_count_live_follows_saves(store: CallStore) -> None:
+    call = _call("a", 1.0)
+    await store.save(call)
+    await store.save(_call("b", 2.0))
+    assert await store.count_live() == 2
+    call.transition(CallState.COMPLETED, 3.0)
+    await store.save(call)
+    assert await store.count_live() == 1

@@ -34,7 +34,7 @@ MAX_UTTERANCE_CHARS: Final = 3000
 # speaks them.
 _NOT_SPEAKABLE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _SPACES: Final = re.compile(r"\s+")
-_SENTENCE_END: Final = re.compile(r"[.!?;:…。！？](?=\s)")
+_SENTENCE_END: Final = re.compile("[.!?;:\u2026\u3002\uff01\uff1f](?=\\s)")
 
 
 class EmptySpeech(CallerError):

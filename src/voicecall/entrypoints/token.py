@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from voicecall.adapters.store.files import write_private
 from voicecall.config import AppConfig
 
 __all__ = ["ensure_gateway_token", "read_gateway_token", "token_path"]
@@ -33,11 +33,7 @@ def ensure_gateway_token(config: AppConfig) -> str:
     if existing:
         return existing
     path = token_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
-    # Created 0600 from the first byte, so the token is never readable by others.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    os.chmod(path, 0o600)
+    # Created 0600 from the first byte (in a 0700 directory), never readable by others.
+    write_private(path, (token + "\n").encode())
     return token

@@ -244,7 +244,7 @@ class CallService:
         self._runtime: dict[str, _Runtime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: TimerHandle | None = None
-        self._pruner: TimerHandle | None = None
+        self._pruned_at: float | None = None
         self._ledger = DialLedger(
             settings.outbound.max_calls_per_hour, settings.outbound.max_calls_per_day
         )
@@ -275,8 +275,6 @@ class CallService:
         self._started = False
         if self._reaper is not None:
             self._reaper.cancel()
-        if self._pruner is not None:
-            self._pruner.cancel()
         for runtime in self._runtime.values():
             runtime.cancel_timers()
             if runtime.turn is not None:
@@ -566,7 +564,12 @@ class CallService:
             if not await self.store.remember_event(event.key(), self.clock.now()):
                 log.debug("ignoring repeated event %s", event.key())
                 return call
-            await self._apply_to_call(call, runtime, event, reply_to)
+            try:
+                await self._apply_to_call(call, runtime, event, reply_to)
+            except TransientError:
+                # Not committed: the carrier's retry (it gets a 503) must apply it again.
+                await self.store.forget_event(event.key())
+                raise
         return call
 
     async def _resolve(self, event: CallEvent) -> Call | None:
@@ -662,7 +665,11 @@ class CallService:
             )
             runtime = self._runtime_for(call.call_id)
             data = call_to_dict(call) | {"accepted": accept, "policy": detail}
-            await self._commit(call, "call.created", {"call": data})
+            try:
+                await self._commit(call, "call.created", {"call": data})
+            except TransientError:
+                await self.store.forget_event(event.key())
+                raise
         async with runtime.lock:
             if accept:
                 try:
@@ -983,6 +990,7 @@ class CallService:
         await self._publish_lines(call, said)
         runtime.ended.set()
         runtime.ready.set()
+        self._maybe_prune()
         if runtime.turn is not None:
             _fail(runtime.turn.reply, InvalidCallState(f"the call ended ({reason.value})"))
         self._runtime.pop(call.call_id, None)
@@ -1026,17 +1034,26 @@ class CallService:
                 self._ledger.record(call.started_at)
 
     async def _prune(self) -> None:
-        """Drop what is older than ``retentionDays`` (and log entries past the size cap)."""
+        """Drop what is older than ``retentionDays`` (and log entries past the size cap).
+
+        Run at start and then, at most hourly, when a call ends: no timer of its own, and a
+        gateway with no calls has nothing new to prune.
+        """
+        now = self.clock.now()
+        self._pruned_at = now
         try:
-            before = self.clock.now() - self.settings.retention_s
-            removed = await self.store.prune(before, self.settings.max_log_events)
+            removed = await self.store.prune(
+                now - self.settings.retention_s, self.settings.max_log_events
+            )
             if removed:
                 log.info("pruned %d event-log entries", removed)
         except Exception:
             log.exception("pruning the event log failed")
-        finally:
-            if self._started:
-                self._pruner = self.clock.schedule(3600.0, self._prune)
+
+    def _maybe_prune(self) -> None:
+        if self._pruned_at is None or self.clock.now() - self._pruned_at >= 3600.0:
+            self._pruned_at = self.clock.now()
+            self._spawn(self._prune())
 
     # ------------------------------------------------------------------ timers
 

@@ -19,6 +19,8 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from voicecall.adapters.store.files import private_directory
+
 __all__ = ["CacheableSynthesizer", "CachedSynthesizer"]
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def _read(path: pathlib.Path) -> bytes | None:
 
 
 def _store(directory: pathlib.Path, path: pathlib.Path, audio: bytes, max_bytes: int) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(directory)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:

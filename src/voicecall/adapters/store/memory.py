@@ -19,6 +19,7 @@ class MemoryCallStore:
         self._order: list[str] = []
         self._seen: dict[str, float] = {}
         self._log: list[EventRecord] = []
+        self._seq = 0
 
     async def open(self) -> None:
         return None
@@ -41,6 +42,20 @@ class MemoryCallStore:
                 return call_from_dict(record)
         return None
 
+    async def count_live(self) -> int:
+        return sum(1 for record in self._calls.values() if call_from_dict(record).is_live)
+
+    async def prune(self, before: float, max_events: int) -> int:
+        kept = [r for r in self._log if r.at >= before][-max_events:] if max_events else []
+        removed = len(self._log) - len(kept)
+        self._log = kept
+        for call_id, record in list(self._calls.items()):
+            call = call_from_dict(record)
+            if not call.is_live and call.started_at < before:
+                del self._calls[call_id]
+                self._order.remove(call_id)
+        return removed
+
     async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
         calls = [call_from_dict(self._calls[call_id]) for call_id in reversed(self._order)]
         calls.sort(key=lambda call: call.started_at, reverse=True)
@@ -54,8 +69,12 @@ class MemoryCallStore:
         self._seen[dedupe_key] = at
         return True
 
+    async def forget_event(self, dedupe_key: str) -> None:
+        self._seen.pop(dedupe_key, None)
+
     async def append_log(self, call_id: str, type: str, at: float, data: dict[str, Any]) -> int:
-        seq = len(self._log) + 1
+        self._seq += 1
+        seq = self._seq
         self._log.append(EventRecord(seq=seq, call_id=call_id, type=type, at=at, data=data))
         return seq
 

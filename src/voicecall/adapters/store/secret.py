@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from voicecall.adapters.store.files import write_private
 
 __all__ = ["load_or_create_secret"]
 
@@ -21,13 +22,7 @@ def load_or_create_secret(path: Path, size: int = 32) -> bytes:
             return data
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_bytes(size)
     # Created 0600 from the first byte, then moved into place, so it is never half-written.
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, secret)
     return secret

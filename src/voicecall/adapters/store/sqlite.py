@@ -7,10 +7,12 @@ durability:
   single dedicated thread. Writes queue up and the thread commits everything queued so far in
   one transaction (WAL, ``synchronous=FULL``): many concurrent webhooks share one fsync, and
   each awaiting caller resumes only once its own write is durable.
-* **Write-through memory.** Live calls and recently touched calls, and the dedupe keys of the
-  retention window, are kept in memory, so the hot path (a carrier callback for a live call)
-  reads nothing from disk and makes no thread hop. The memory is filled from the file at
-  open; it is never the only copy of anything acknowledged.
+* **Write-behind-commit memory.** Live calls and recently touched calls, and the dedupe keys
+  of the retention window, are kept in memory, so the hot path (a carrier callback for a live
+  call) reads nothing from disk and makes no thread hop. The memory is filled from the file at
+  open and changes only once a write has committed: a failed write leaves memory as the file
+  is, so what ``status`` shows never runs ahead of the disk. The live calls are also counted
+  in memory, so capacity checks cost O(1) however many calls are live.
 * **Dedupe keys without a wait.** A key is added to memory at once and its insert is queued
   ahead of any change the event causes, so when that change is durable the key is too; an
   event that changes nothing needs no durable key (applying it again changes nothing again).
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from voicecall.adapters.store.codec import call_from_dict, call_to_record
+from voicecall.adapters.store.files import private_directory, private_file
 from voicecall.domain.call import TERMINAL_STATES, Call
 from voicecall.domain.errors import TransientError
 from voicecall.domain.ports import EventRecord
@@ -93,6 +96,7 @@ class SqliteCallStore:
         self._draining = False
         # Memory: every live call, plus the most recently ended ones.
         self._records: dict[str, dict[str, Any]] = {}
+        self._live: set[str] = set()
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._by_provider: dict[tuple[str, str], str] = {}
         self._seen: dict[str, float] = {}
@@ -111,12 +115,19 @@ class SqliteCallStore:
         self._seen = seen
 
     def _open_sync(self) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(self.directory)
+        # The database is 0600 before SQLite opens it: SQLite creates the -wal and -shm files
+        # with the database file's permissions (https://www.sqlite.org/tempfiles.html), and
+        # they hold message text too. Older stores' files are tightened as well.
+        private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
         self._conn = conn
         newest = conn.execute("SELECT MAX(at) FROM seen_events").fetchone()[0]
         if newest is not None:
@@ -141,8 +152,9 @@ class SqliteCallStore:
 
     async def save(self, call: Call) -> None:
         record = call_to_record(call)
-        self._remember_record(record)
         await self._write(self._save_sync, record, json.dumps(record))
+        # Only now: had the write failed, memory would still agree with the file.
+        self._remember_record(record)
 
     def _save_sync(self, record: dict[str, Any], data: str) -> None:
         self._db().execute(
@@ -184,9 +196,12 @@ class SqliteCallStore:
         )
         return call_from_dict(json.loads(row[0])) if row else None
 
+    async def count_live(self) -> int:
+        return len(self._live)
+
     async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
         if live_only:
-            live = [r for r in self._records.values() if _is_live(r)]
+            live = [self._records[call_id] for call_id in self._live]
             live.sort(key=lambda r: r["started_at"], reverse=True)
             return [call_from_dict(record) for record in live[:limit]]
         rows = await self._read(
@@ -202,15 +217,20 @@ class SqliteCallStore:
         if record.get("provider_call_id"):
             self._by_provider[(record["provider"], record["provider_call_id"])] = call_id
         if _is_live(record):
+            self._live.add(call_id)
             self._ended.pop(call_id, None)
             return
+        self._live.discard(call_id)
         self._ended[call_id] = None
         self._ended.move_to_end(call_id)
         while len(self._ended) > _RECENT_ENDED:
-            old, _ = self._ended.popitem(last=False)
-            dropped = self._records.pop(old, None)
-            if dropped and dropped.get("provider_call_id"):
-                self._by_provider.pop((dropped["provider"], dropped["provider_call_id"]), None)
+            self._forget_record(next(iter(self._ended)))
+
+    def _forget_record(self, call_id: str) -> None:
+        self._ended.pop(call_id, None)
+        dropped = self._records.pop(call_id, None)
+        if dropped and dropped.get("provider_call_id"):
+            self._by_provider.pop((dropped["provider"], dropped["provider_call_id"]), None)
 
     # ------------------------------------------------------------------ dedupe keys
 
@@ -223,6 +243,16 @@ class SqliteCallStore:
         # Queued, not awaited: it commits with (or before) whatever change the event causes.
         self._enqueue(self._remember_sync, (dedupe_key, at)).add_done_callback(_retrieve)
         return True
+
+    async def forget_event(self, dedupe_key: str) -> None:
+        self._seen.pop(dedupe_key, None)
+        try:
+            await self._write(self._forget_sync, dedupe_key)
+        except TransientError:
+            pass  # the insert it undoes most likely failed with it; memory no longer has it
+
+    def _forget_sync(self, key: str) -> None:
+        self._db().execute("DELETE FROM seen_events WHERE key = ?", (key,))
 
     def _remember_sync(self, key: str, at: float) -> None:
         self._db().execute("INSERT OR IGNORE INTO seen_events (key, at) VALUES (?, ?)", (key, at))
@@ -259,6 +289,26 @@ class SqliteCallStore:
             EventRecord(seq=row[0], call_id=row[1], type=row[2], at=row[3], data=json.loads(row[4]))
             for row in rows
         ]
+
+    async def prune(self, before: float, max_events: int) -> int:
+        """Drop log entries older than ``before`` and all but the newest ``max_events``, and
+        calls that ended before ``before``; returns how many log entries went."""
+        removed: int = await self._write(self._prune_log_sync, before, max_events)
+        for call_id in [c for c in self._ended if self._records[c]["started_at"] < before]:
+            self._forget_record(call_id)
+        return removed
+
+    def _prune_log_sync(self, before: float, max_events: int) -> int:
+        db = self._db()
+        gone = db.execute("DELETE FROM event_log WHERE at < ?", (before,)).rowcount
+        newest = db.execute("SELECT MAX(seq) FROM event_log").fetchone()[0]
+        if newest is not None:
+            gone += db.execute(
+                "DELETE FROM event_log WHERE seq <= ?", (newest - max_events,)
+            ).rowcount
+        # An ended call stays queryable for the retention period, then goes with its events.
+        db.execute("DELETE FROM calls WHERE live = 0 AND started_at < ?", (before,))
+        return int(gone)
 
     # ------------------------------------------------------------------ the writer thread
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from voicecall.adapters.store.files import write_private
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.mock_stream import MockStream, MockStreamDialect
 from voicecall.adapters.telephony.wsclient import WsConnect, connect_websocket
@@ -635,10 +635,8 @@ class MockTelephony:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # The carrier's state names numbers and messages: 0600 in a 0700 directory.
+    write_private(path, text.encode())
 
 
 _EVENT_TYPES: dict[str, type[CallEvent]] = {
