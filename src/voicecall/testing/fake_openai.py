@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from voicecall.testing.asgi import Receive, Scope, Send, read_request, send_json
 __all__ = ["FakeOpenAI", "serve_fake_openai", "speech_pcm"]
 
 
+@functools.lru_cache(maxsize=256)
 def speech_pcm(text: str, chars_per_sec: float = 15.0) -> bytes:
     """The 24 kHz PCM the fake answers for ``text`` (the tone code, upsampled)."""
     pcm8 = ulaw_to_pcm16(render_tones(text, chars_per_sec)).astype(np.int16)
