@@ -129,6 +129,8 @@ class _Turn:
     settled: set[str] = attrs.Factory(set)
     settled_changed: asyncio.Event = attrs.Factory(asyncio.Event)
     cancelled_by: str | None = None
+    pending: bool = False
+    """The caller said more while the model was busy: another turn follows this one."""
 
 
 class _Stop(Exception):
@@ -196,8 +198,9 @@ class AgentService:
         self._watch()
         previous = self._turns.get(call_id)
         if previous is not None and previous.task is not None and not previous.task.done():
-            previous.cancelled_by = "the caller spoke again"
-            previous.task.cancel()
+            # One turn at a time: the next one starts when this ends and sees everything said.
+            previous.pending = True
+            return
         turn = _Turn(call_id)
         self._turns[call_id] = turn
         turn.task = asyncio.ensure_future(self._run(turn, opening))
@@ -234,6 +237,8 @@ class AgentService:
             hard.cancel()
             if self._turns.get(turn.call_id) is turn and turn.task is asyncio.current_task():
                 self._turns.pop(turn.call_id, None)
+                if turn.pending and turn.cancelled_by is None:
+                    self._start(turn.call_id, opening=False)
 
     async def _hold(self, turn: _Turn) -> None:
         if not turn.said and turn.task is not None and not turn.task.done():
@@ -304,17 +309,12 @@ class AgentService:
         else:
             try:
                 arguments = parse_arguments(tool_call, spec)
-                result = await self._tool(turn, tool_call.name, arguments)
+                result = await self._tool(turn, tool_call, arguments)
             except ValueError as err:
                 result = {"error": f"refused: {err}"}
             except VoiceCallError as err:
                 result = {"error": f"failed: {err.detail}"}
             except _Stop:
-                await self.control.agent_note(
-                    call_id,
-                    f"tool {tool_call.name}({tool_call.arguments}) -> ok",
-                    data | {"result": {"ok": True}},
-                )
                 raise
         verdict = "refused" if "error" in result else "ok"
         await self.control.agent_note(
@@ -325,12 +325,19 @@ class AgentService:
         )
         return result
 
-    async def _tool(self, turn: _Turn, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def _tool(
+        self, turn: _Turn, tool_call: ToolCall, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         call_id = turn.call_id
+        name = tool_call.name
+        done = f"tool {name}({tool_call.arguments}) -> ok"
+        data = {"type": "agent.tool", "tool": name, "arguments": tool_call.arguments}
         if name == "end_call":
             if not turn.said:
                 await self._say(turn, GOODBYE)
             await self._wait_played(turn)
+            # Noted before the hang-up: the call's record closes with it.
+            await self.control.agent_note(call_id, done, data | {"result": {"ok": True}})
             await self.control.agent_end(call_id, str(arguments["reason"]).strip())
             raise _Stop
         if name == "send_digits":
@@ -343,6 +350,7 @@ class AgentService:
         if to not in self.settings.transfer_allowlist:
             raise ValueError(f"{to} is not on the transfer allowlist")
         await self._wait_played(turn)
+        await self.control.agent_note(call_id, done, data | {"result": {"ok": True}})
         await self.control.agent_transfer(call_id, to)
         raise _Stop
 

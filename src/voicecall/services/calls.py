@@ -480,7 +480,7 @@ class CallService:
             return
         async with runtime.lock:
             call = await self.store.get(call_id)
-            if call is None:
+            if call is None or not call.is_live:
                 return
             call.add_transcript(Speaker.SYSTEM, text, self.clock.now())
             kind = str(data.get("type", "agent.note"))
@@ -515,9 +515,14 @@ class CallService:
                 runtime.ending_as = None
                 raise
             call.transferred_to = to
-            await self._finish(call, runtime, CallState.COMPLETED, detail=f"transferred to {to}")
-            call.end_reason = "transferred"
-            await self._commit(call, "call.transferred", {"to": to, "endReason": "transferred"})
+            await self._commit(call, "call.transferred", {"to": to})
+            await self._finish(
+                call,
+                runtime,
+                CallState.COMPLETED,
+                detail=f"transferred to {to}",
+                end_reason="transferred",
+            )
 
     async def agent_send_digits(self, call_id: str, digits: str) -> None:
         call = await self._require(call_id)
@@ -967,11 +972,19 @@ class CallService:
         await self._finish(call, runtime, reason)
 
     async def _finish(
-        self, call: Call, runtime: _Runtime, reason: CallState, *, detail: str | None = None
+        self,
+        call: Call,
+        runtime: _Runtime,
+        reason: CallState,
+        *,
+        detail: str | None = None,
+        end_reason: str | None = None,
     ) -> None:
         now = self.clock.now()
         if not call.transition(reason, now, detail=detail):
             return
+        if end_reason is not None:
+            call.end_reason = end_reason  # a finer reason than the state (``transferred``)
         runtime.cancel_timers()
         if self.media is not None:
             await self.media.end_call(call.call_id)
