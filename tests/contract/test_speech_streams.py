@@ -163,3 +163,42 @@ async def test_elevenlabs_voice_over_each_carrier(
         )
         await _run(carrier, tmp_path, synthesizer, _transcriber(base), "Hello there.")
     assert texts[:2] == ["Hello there.", "Lunch at noon?"]
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+@pytest.mark.timeout(120)
+async def test_a_voice_that_fails_mid_call_goes_native_and_is_heard(
+    carrier: StreamHarness,
+    tmp_path: Path,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve_fake_openai(FakeOpenAI(fail_with=[status])) as (fake, base):
+        synthesizer = OpenAiSynthesizer(OpenAiTts(api_key="k", base_url=base))
+        line = await open_stream_line(
+            carrier, tmp_path, synthesizer=synthesizer, transcriber=_transcriber(base)
+        )
+        try:
+            call = await line.service.initiate(CALLEE, "Hello there.", "conversation")
+
+            async def opening_played() -> bool:
+                speech = list((await line.call(call.call_id)).speech)
+                return bool(speech) and speech[0].state is UtteranceState.PLAYED
+
+            await line.wait(opening_played, within=30)
+            reply = await asyncio.wait_for(
+                line.service.continue_call(call.call_id, "Lunch at noon?"), 30
+            )
+            assert reply  # the carrier's own recogniser heard the caller
+            after = await line.call(call.call_id)
+            assert [t.text for t in after.transcript if t.speaker is Speaker.BOT][:2] == [
+                "Hello there.",
+                "Lunch at noon?",
+            ]
+            await line.service.end(call.call_id)
+        finally:
+            await line.close()
+            await synthesizer.aclose()
+    assert len(fake.speech_requests) == 1  # after the failure no stream voice is asked again
+    assert f"HTTP {status}" in caplog.text
+    assert "going on with the carrier's native voice" in caplog.text

@@ -178,3 +178,6 @@ class StreamStopped(CallEvent):
 
     type: ClassVar[str] = "stream.stopped"
     reason: str = ""
+    native: bool = False
+    """Go on with the carrier's native voice at once, without reconnecting (the stream's
+    synthesiser failed mid-call, so the caller would otherwise hear silence)."""

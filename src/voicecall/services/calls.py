@@ -746,16 +746,21 @@ class CallService:
             runtime.stream_connections = connections
             runtime.stream_attempts = 0
         runtime.stream_attempts += 1
-        if runtime.stream_attempts <= _MAX_STREAM_ATTEMPTS:
+        if runtime.stream_attempts <= _MAX_STREAM_ATTEMPTS and not event.native:
             await self._connect_stream(call, reply_to)
             return
         await self.media.end_call(call.call_id)
-        log.warning(
-            "call %s: the media stream failed %d times; going on natively",
-            call.call_id,
-            runtime.stream_attempts,
-        )
-        await self._commit(call, "stream.native", {"attempts": runtime.stream_attempts})
+        if event.native:
+            # The stream's voice failed: what is still queued (that line included) is spoken
+            # natively rather than left as silence.
+            await self._commit(call, "stream.native", {"reason": event.reason})
+        else:
+            log.warning(
+                "call %s: the media stream failed %d times; going on natively",
+                call.call_id,
+                runtime.stream_attempts,
+            )
+            await self._commit(call, "stream.native", {"attempts": runtime.stream_attempts})
         pending = call.speech.pending
         if pending:
             playback = Playback(

@@ -30,6 +30,7 @@ from voicecall.domain.events import (
     SpeechCut,
     SpeechPlayed,
     SpeechStarted,
+    StreamStopped,
 )
 from voicecall.domain.media import (
     StreamClosed,
@@ -413,19 +414,25 @@ class MediaService:
         media.sent_lines.append(line)
         started = False
         pending = b""
-        async for chunk in self.synthesizer.synthesize(line.text, line.voice):
-            if media.generation != generation or entry not in media.playing:
-                return  # barge-in or a dropped stream: the rest is not sent
-            pending += chunk
-            usable = len(pending) - len(pending) % _FRAME_BYTES
-            if usable:
-                if not started:
-                    started = True
-                    await self._emit(
-                        SpeechStarted(call_id=media.call_id, utterance_id=line.utterance_id)
-                    )
-                await self._send_audio(media, generation, pending[:usable])
-                pending = pending[usable:]
+        try:
+            async for chunk in self.synthesizer.synthesize(line.text, line.voice):
+                if media.generation != generation or entry not in media.playing:
+                    return  # barge-in or a dropped stream: the rest is not sent
+                pending += chunk
+                usable = len(pending) - len(pending) % _FRAME_BYTES
+                if usable:
+                    if not started:
+                        started = True
+                        await self._emit(
+                            SpeechStarted(call_id=media.call_id, utterance_id=line.utterance_id)
+                        )
+                    await self._send_audio(media, generation, pending[:usable])
+                    pending = pending[usable:]
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            await self._voice_failed(media, generation, entry, err)
+            return
         if media.generation != generation or entry not in media.playing:
             return
         if pending:
@@ -440,6 +447,26 @@ class MediaService:
             return
         entry.end_ms = media.sent_ms
         await socket.send_text(dialect.mark(line.utterance_id))
+
+    async def _voice_failed(
+        self, media: _CallMedia, generation: int, entry: _Playing, err: Exception
+    ) -> None:
+        """The synthesiser failed mid-call (401, 429, 5xx, a timeout): the caller must not get
+        silence, so the call goes on with the carrier's native voice from this line on."""
+        if media.generation != generation:
+            return
+        if entry in media.playing:
+            media.playing.remove(entry)
+        detail = getattr(err, "detail", None) or str(err) or type(err).__name__
+        log.warning(
+            "call %s: the voice failed on line %s (%s); going on with the carrier's native voice",
+            media.call_id,
+            entry.utterance_id,
+            detail,
+        )
+        await self._emit(
+            StreamStopped(call_id=media.call_id, reason=f"voice failed: {detail}", native=True)
+        )
 
     async def _send_audio(self, media: _CallMedia, generation: int, audio: bytes) -> None:
         """Send whole frames, never more than ``lead_ms`` ahead of the playout."""
