@@ -19,9 +19,18 @@ import attrs
 
 from voicecall.domain.errors import CallerError
 
-__all__ = ["NO_PUBLIC_URL", "PublicAddress", "Reachability"]
+__all__ = ["NO_PUBLIC_URL", "NotReachable", "PublicAddress", "Reachability"]
 
 NO_PUBLIC_URL = "no public webhook URL: set publicUrl or tunnel.provider"
+
+
+class NotReachable(CallerError):
+    """A new outbound call is refused: the carrier would have nowhere to call back.
+
+    Its own RPC code (``not_reachable``) so scripts can tell it from bad input; the CLI exits 1.
+    """
+
+    code = "not_reachable"
 
 
 class Reachability(enum.StrEnum):
@@ -110,21 +119,21 @@ class PublicAddress:
         """Refuse a new outbound call the carrier could not call back about.
 
         Raises:
-            CallerError: no URL at all, a tunnel not up yet or down, or a URL change not
+            NotReachable: no URL at all, a tunnel not up yet or down, or a URL change not
                 settled.
         """
         if not self.required or self.state in (Reachability.STATIC, Reachability.UP):
             return
         if self.state is Reachability.NONE:
-            raise CallerError(NO_PUBLIC_URL)
+            raise NotReachable(NO_PUBLIC_URL)
         if self.state is Reachability.PENDING:
-            raise CallerError("the tunnel has not reported its public URL yet; try again shortly")
+            raise NotReachable("the tunnel has not reported its public URL yet; try again shortly")
         if self.state is Reachability.DOWN:
-            raise CallerError(
+            raise NotReachable(
                 f"the tunnel is down ({self.detail}); it is being re-established, and new "
                 "outbound calls are refused until it is back"
             )
-        raise CallerError(
+        raise NotReachable(
             f"the tunnel's public URL changed to {self.url}; new outbound calls wait until it "
             "has settled (set tunnel.ngrokDomain for a URL that survives reconnects)"
         )
