@@ -8,6 +8,7 @@ model's delays run on the same clock. Real loopback I/O needs the event loop to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -30,7 +31,7 @@ SCRIPT_REPLIES = tuple(f"Caller line {n}." for n in range(30))
 
 async def pump(clock: FakeClock, seconds: float, step: float = 0.05) -> None:
     """Advance the fake clock by ``seconds``, letting loopback I/O run between steps."""
-    steps = max(int(round(seconds / step)), 1)
+    steps = max(round(seconds / step), 1)
     for _ in range(steps):
         await asyncio.sleep(0.002)
         await clock.advance(step)
@@ -44,6 +45,7 @@ async def until(clock: FakeClock, done: Callable[[], bool], limit_s: float = 30.
         waited += 0.05
 
 
+@contextlib.asynccontextmanager
 async def agent_rig(
     replies: list[FakeReply],
     *,
@@ -91,7 +93,7 @@ async def current(rig: Rig, call_id: str) -> Call:
 
 async def test_first_chunk_is_queued_before_the_completion_ends() -> None:
     text = "First sentence here. " + " ".join(["more"] * 40) + "."
-    async for rig, server, _ in agent_rig([FakeReply(text, tokens_per_s=10)]):
+    async with agent_rig([FakeReply(text, tokens_per_s=10)]) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: len(server.requests) == 1)
         queued: list[str] = []
@@ -110,7 +112,7 @@ async def test_first_chunk_is_queued_before_the_completion_ends() -> None:
 
 async def test_barge_in_cancels_the_rest_of_the_completion() -> None:
     text = "One. Two. Three. " + " ".join(["word"] * 60) + "."
-    async for rig, server, _ in agent_rig([FakeReply(text, tokens_per_s=5)]):
+    async with agent_rig([FakeReply(text, tokens_per_s=5)]) as (rig, server, _):
         call = await inbound(rig)
         # The greeting plays, the caller speaks, the model starts answering.
         await until(rig.clock, lambda: len(server.requests) == 1)
@@ -135,7 +137,7 @@ async def test_barge_in_cancels_the_rest_of_the_completion() -> None:
 
 async def test_slow_first_token_says_the_holding_line_then_the_answer() -> None:
     replies = [FakeReply("Here you go.", first_token_s=3.0)]
-    async for rig, server, _ in agent_rig(replies, hold_after_s=1.5, response_timeout_s=30.0):
+    async with agent_rig(replies, hold_after_s=1.5, response_timeout_s=30.0) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: server.requests and server.requests[0].finished)
         await pump(rig.clock, 3.0)
@@ -145,7 +147,7 @@ async def test_slow_first_token_says_the_holding_line_then_the_answer() -> None:
 
 async def test_hard_limit_says_the_apology_and_the_call_keeps_listening() -> None:
     replies = [FakeReply("Never.", first_token_s=100.0)]
-    async for rig, server, _ in agent_rig(replies, hold_after_s=1.0, response_timeout_s=5.0):
+    async with agent_rig(replies, hold_after_s=1.0, response_timeout_s=5.0) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: len(server.requests) == 1)
         await pump(rig.clock, 12.0, step=0.25)
@@ -154,12 +156,14 @@ async def test_hard_limit_says_the_apology_and_the_call_keeps_listening() -> Non
         assert HOLD_LINE in heard and APOLOGY in heard
         assert heard.index(APOLOGY) > heard.index(HOLD_LINE)
         assert live.is_live
-        assert any(line.speaker is Speaker.SYSTEM and "in time" in line.text for line in live.transcript)
+        assert any(
+            line.speaker is Speaker.SYSTEM and "in time" in line.text for line in live.transcript
+        )
 
 
 async def test_end_call_hangs_up_after_the_goodbye_is_played() -> None:
     replies = [FakeReply("Goodbye, have a nice day.", (("end_call", '{"reason": "caller done"}'),))]
-    async for rig, server, _ in agent_rig(replies):
+    async with agent_rig(replies) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: len(server.requests) == 1)
         ended: list[Call] = []
@@ -189,7 +193,7 @@ async def test_bad_tool_calls_are_refused_and_reported_to_the_model() -> None:
         FakeReply("", (("launch_rockets", "{}"), ("transfer", '{"to": "+15550009999"}'))),
         FakeReply("Sorry, I cannot do that."),
     ]
-    async for rig, server, _ in agent_rig(replies, transfer_allowlist=("+15550001111",)):
+    async with agent_rig(replies, transfer_allowlist=("+15550001111",)) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: len(server.requests) >= 2)
         second = server.messages(1)
@@ -207,7 +211,7 @@ async def test_bad_tool_calls_are_refused_and_reported_to_the_model() -> None:
 
 async def test_transfer_to_an_allowed_number_ends_our_side_as_transferred() -> None:
     replies = [FakeReply("Connecting you now.", (("transfer", '{"to": "+15550001111"}'),))]
-    async for rig, server, _ in agent_rig(replies, transfer_allowlist=("+15550001111",)):
+    async with agent_rig(replies, transfer_allowlist=("+15550001111",)) as (rig, server, _):
         call = await inbound(rig)
         await until(rig.clock, lambda: len(server.requests) == 1)
         for _ in range(200):

@@ -1,0 +1,95 @@
+"""The speech chunker, property-based (issue 10)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voicecall.domain.chunker import SpeechChunker, chunk_text
+
+WORDS = st.sampled_from(
+    ["hello", "the", "table", "is", "booked", "Mr.", "Dr.", "e.g.", "etc.", "3.5", "1,000",
+     "$12.99", "7", "p.m.", "https://example.com/a.b?c=1", "555", "0100", "Nguyen", "U.S.",
+     "J.", "No.", "it's", "(really)", "\u201cyes\u201d"]
+)  # fmt: skip
+ENDINGS = st.sampled_from([".", "!", "?", ",", ";", ":", ""])
+TOKEN = st.tuples(WORDS, ENDINGS).map("".join)
+TEXT = st.lists(TOKEN, min_size=1, max_size=80).map(" ".join)
+PIECES = st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=200)
+
+
+def feed_in_pieces(text: str, sizes: list[int], max_chars: int = 60) -> list[str]:
+    chunker = SpeechChunker(max_chars)
+    chunks: list[str] = []
+    at = 0
+    index = 0
+    while at < len(text):
+        size = sizes[index % len(sizes)]
+        chunks += chunker.feed(text[at : at + size])
+        at += size
+        index += 1
+    return chunks + chunker.flush()
+
+
+def cut_points(chunks: list[str]) -> list[int]:
+    points, at = [], 0
+    for chunk in chunks[:-1]:
+        at += len(chunk)
+        points.append(at)
+    return points
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, PIECES)
+def test_chunks_concatenate_to_the_input(text: str, sizes: list[int]) -> None:
+    assert "".join(feed_in_pieces(text, sizes)) == text
+    assert "".join(chunk_text(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, PIECES)
+def test_no_chunk_ends_inside_a_token(text: str, sizes: list[int]) -> None:
+    """Cuts fall only after whitespace, so never inside a number, decimal, URL or
+    abbreviation, and never between the digit groups of a number read out ("555 0100")."""
+    chunks = feed_in_pieces(text, sizes)
+    for point in cut_points(chunks):
+        assert text[point - 1].isspace()
+        before = text[: point - 1]
+        assert not (before and before[-1].isdigit() and text[point : point + 1].isdigit())
+        last = before.split(" ")[-1] if before else ""
+        assert last.lower() not in {"mr.", "dr.", "e.g.", "p.m.", "u.s.", "j.", "no."}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Hello there", "It is 3.5 degrees", "Call Dr. Nguyen now",
+                                 "See https://example.com/a.b for more"]), min_size=2, max_size=6),
+       PIECES)  # fmt: skip
+def test_the_first_chunk_comes_within_one_sentence(sentences: list[str], sizes: list[int]) -> None:
+    text = ". ".join(sentences) + "."
+    first_end = len(sentences[0]) + 2  # the sentence, its full stop and the space
+    chunker = SpeechChunker(60)
+    fed = 0
+    emitted: list[str] = []
+    index = 0
+    while not emitted and fed < len(text):
+        size = sizes[index % len(sizes)]
+        emitted = chunker.feed(text[fed : fed + size])
+        fed += size
+        index += 1
+    assert emitted, "no chunk before the end of the text"
+    assert len(emitted[0]) <= first_end
+    # It is out as soon as the character after the first sentence's space has arrived.
+    assert fed <= first_end + max(sizes)
+
+
+def test_examples() -> None:
+    assert chunk_text("Hi Mr. Smith. Your table for 2 is at 7.30 p.m. on Jan. 5. Bye!") == [
+        "Hi Mr. Smith. ",
+        "Your table for 2 is at 7.30 p.m. on Jan. 5. ",
+        "Bye!",
+    ]
+    long = "one, two, three, four, five, six, seven, eight, nine, ten"
+    assert chunk_text(long, 30) == ["one, two, three, four, five, ", "six, seven, eight, nine, ten"]
+    assert chunk_text("Call 555 0100. Thanks.") == ["Call 555 0100. ", "Thanks."]
+    # A sentence that ends on an abbreviation is not cut there: better late than mid-name.
+    assert chunk_text("It is 3 p.m. Then we go.") == ["It is 3 p.m. Then we go."]
