@@ -239,3 +239,64 @@ def test_the_transcript_budget_holds_on_a_200_turn_call() -> None:
         assert fitted[-1] == turns[-1]  # the latest turn is always kept
         assert fitted[1].role is Role.SYSTEM and "left out" in fitted[1].content
     assert fit_budget(system, turns[:4], 3000) == [system, *turns[:4]]
+
+
+async def test_outbound_goal_call_is_driven_by_the_agent_and_records_its_outcome() -> None:
+    from voicecall.entrypoints.rpc import RpcMethods
+    from voicecall.entrypoints.tool import VoiceCallTool
+
+    replies = [
+        FakeReply("Hello, I would like to book a table for two at seven tonight."),
+        FakeReply(
+            "Thank you, that is all. Goodbye.",
+            (("end_call", '{"reason": "Booked a table for two at 7pm under Nguyen."}'),),
+        ),
+    ]
+    async with agent_rig(replies) as (rig, server, _):
+        tool = VoiceCallTool(RpcMethods(rig.service))
+        placed = await tool(
+            {"action": "initiate_call", "to": "+15557654321", "agentGoal": "Book a table for two"}
+        )
+        call_id = placed["callId"]
+        status: dict[str, object] = {}
+        for _ in range(400):
+            status = await tool({"action": "get_status", "callId": call_id})
+            if status["call"]["state"] not in (
+                "initiated",
+                "ringing",
+                "answered",
+                "active",
+                "speaking",
+                "listening",
+            ):  # type: ignore[index]
+                break
+            await pump(rig.clock, 0.1)
+        call = status["call"]
+        assert call["state"] == "hangup-bot"  # type: ignore[index]
+        assert call["agentGoal"] == "Book a table for two"  # type: ignore[index]
+        assert call["agentOutcome"] == "Booked a table for two at 7pm under Nguyen."  # type: ignore[index]
+        system_prompt = server.messages(0)[0]["content"]
+        assert "Your goal on this call: Book a table for two." in system_prompt
+        spoken = [(line["speaker"], line["text"]) for line in call["transcript"]]  # type: ignore[index]
+        assert spoken[0] == ("bot", "Hello, I would like to book a table for two at seven tonight.")
+        assert ("user", "Caller line 0.") in spoken
+        assert spoken[-1][0] == "system"
+
+
+async def test_agent_goal_without_an_agent_is_refused_as_data() -> None:
+    from voicecall.entrypoints.rpc import RpcMethods
+
+    rig = await make_rig()
+    try:
+        answer = await RpcMethods(rig.service).dispatch(
+            "voicecall.initiate", {"to": "+15557654321", "agentGoal": "Book a table"}
+        )
+        assert answer == {
+            "ok": False,
+            "error": {
+                "code": answer["error"]["code"],
+                "message": "no agent is configured to drive the call",
+            },
+        }
+    finally:
+        await rig.service.stop()

@@ -90,8 +90,14 @@ def _parser() -> argparse.ArgumentParser:
 
     call = commands.add_parser("call", parents=[common], help="place an outbound call")
     call.add_argument("--to", help="E.164 number (default: toNumber)")
-    call.add_argument("--message", required=True, type=_text)
+    call.add_argument("--message", type=_text, help="what to say (optional with --agent)")
     call.add_argument("--mode", choices=["notify", "conversation"])
+    call.add_argument(
+        "--agent",
+        metavar="GOAL",
+        type=_text,
+        help="the phone agent holds the conversation itself towards GOAL",
+    )
     call.add_argument(
         "--follow",
         action="store_true",
@@ -309,7 +315,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     client = GatewayClient(config)
     if args.command == "call":
-        params = {"to": args.to, "message": args.message, "mode": args.mode}
+        if not args.message and not args.agent:
+            raise ClientError("call needs --message, or --agent GOAL", 2)
+        params = {
+            "to": args.to,
+            "message": args.message,
+            "mode": args.mode,
+            "agentGoal": args.agent,
+        }
         params = {k: v for k, v in params.items() if v}
         if args.follow:
             return _call_and_follow(client, params, as_json)

@@ -83,11 +83,14 @@ class RpcMethods:
             return error_envelope("internal", "internal error; see the gateway log")
 
     async def initiate(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        _only(params, "to", "message", "mode")
+        _only(params, "to", "message", "mode", "agentGoal")
+        goal = _string(params, "agentGoal", required=False)
         call = await self.service.initiate(
             to=_string(params, "to", required=False),
-            message=_string(params, "message", required=True) or "",
+            # With agentGoal the agent may open the call itself: the message is optional.
+            message=_string(params, "message", required=goal is None) or "",
             mode=_string(params, "mode", required=False),
+            agent_goal=goal,
         )
         return {"callId": call.call_id, "initiated": True}
 

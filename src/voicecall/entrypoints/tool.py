@@ -23,6 +23,9 @@ VOICE_CALL_TOOL_SCHEMA: dict[str, Any] = {
         "what they said (as 'transcript'); it can take minutes and fails if nobody speaks "
         "within the configured transcriptTimeoutMs. "
         "speak_to_user speaks on a live call without waiting for an answer. "
+        "With agentGoal, initiate_call starts a conversation that the phone agent drives "
+        "on its own towards the goal (the message is then optional); get_status shows its "
+        "agentOutcome once it ends. "
         "end_call hangs up. get_status returns a call's state and full transcript. "
         "Failures come back as an error with a code and a message, not as a crash."
     ),
@@ -66,6 +69,13 @@ VOICE_CALL_TOOL_SCHEMA: dict[str, Any] = {
                 "type": "string",
                 "description": "The callId from initiate_call (all actions but initiate_call).",
             },
+            "agentGoal": {
+                "type": "string",
+                "description": (
+                    "initiate_call only: let the phone agent hold the conversation itself "
+                    "towards this goal, e.g. 'Book a table for two at 7pm; confirm the name'."
+                ),
+            },
         },
         "required": ["action"],
         "additionalProperties": False,
@@ -73,7 +83,7 @@ VOICE_CALL_TOOL_SCHEMA: dict[str, Any] = {
 }
 
 _ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "initiate_call": ("voicecall.initiate", ("message", "to", "mode")),
+    "initiate_call": ("voicecall.initiate", ("message", "to", "mode", "agentGoal")),
     "continue_call": ("voicecall.continue", ("callId", "message")),
     "speak_to_user": ("voicecall.speak", ("callId", "message")),
     "end_call": ("voicecall.end", ("callId",)),
