@@ -10,13 +10,15 @@ import asyncio
 import hmac
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import WebSocketDisconnect
+from litestar.exceptions import HTTPException, WebSocketDisconnect
 
+from voicecall.domain.json_input import InvalidJson, parse_json
 from voicecall.domain.ports import EventRecord
 from voicecall.entrypoints.mcp_http import mcp_route
 from voicecall.entrypoints.plugin import VoiceCallPlugin
@@ -50,6 +52,17 @@ class EventStreams:
     def __init__(self) -> None:
         self.closed = False
         self._open: set[asyncio.Queue[EventRecord | None]] = set()
+        # Each record is serialised once, not once per subscriber.
+        self._texts: OrderedDict[int, str] = OrderedDict()
+
+    def text(self, record: EventRecord) -> str:
+        """The JSON frame for ``record``, shared by every stream that sends it."""
+        text = self._texts.get(record.seq)
+        if text is None:
+            text = self._texts[record.seq] = json.dumps(record_to_dict(record))
+            if len(self._texts) > 2048:
+                self._texts.popitem(last=False)
+        return text
 
     def register(self, queue: asyncio.Queue[EventRecord | None]) -> bool:
         """Track one stream's queue; False when shutdown has begun (the stream must not start)."""
@@ -74,6 +87,17 @@ class EventStreams:
                 except asyncio.QueueFull:
                     # A full queue's stream is behind anyway; make room for the end marker.
                     queue.get_nowait()
+
+
+_MAX_SEQ = 2**63 - 1
+
+
+def _parse_since(raw: str) -> int | None:
+    """``since`` as a log sequence number; None unless it is 0..2^63-1 (SQLite's INTEGER)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= _MAX_SEQ else None
 
 
 def _authorised(presented: str | None, token: str) -> bool:
@@ -102,9 +126,9 @@ async def rpc(
         if len(body) > _MAX_RPC_BODY:
             return _json(413, error_envelope("too_large", "request body over 1 MiB"))
     try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _json(400, error_envelope("invalid_request", "the body is not JSON"))
+        message = parse_json(body)
+    except InvalidJson as err:
+        return _json(400, error_envelope("invalid_request", err.detail))
     if not isinstance(message, dict):
         return _json(400, error_envelope("invalid_request", 'expected {"method": …, "params": …}'))
     answer = await plugin.call_rpc(message.get("method"), message.get("params"))
@@ -136,10 +160,12 @@ async def events(
         return
     raw_since = socket.query_params.get("since", "0")
     from_now = raw_since == "now"
-    try:
-        since = 0 if from_now else int(raw_since)
-    except ValueError:
-        since = 0
+    since = 0 if from_now else _parse_since(raw_since)
+    if since is None:
+        # Accepted first so the client reads the code (a refusal before accept is a bare 403).
+        await socket.accept()
+        await socket.close(code=4400, reason="since must be 'now' or an integer 0..2^63-1")
+        return
     feed = plugin.service.feed
     queue = feed.subscribe()
     if not streams.register(queue):
@@ -150,13 +176,19 @@ async def events(
     last = since
     try:
         # Subscribe first, then replay, so nothing falls between the log and the live feed.
+        replayed = False
         while not from_now:
             backlog = await plugin.service.store.log_since(last, limit=500)
             for record in backlog:
-                await socket.send_text(json.dumps(record_to_dict(record)))
+                await socket.send_text(streams.text(record))
                 last = record.seq
+                replayed = True
             if len(backlog) < 500:
                 break
+        if not replayed:
+            # Nothing after `since` (it may even be beyond the newest event): everything
+            # published from now on is new, whatever its number.
+            last = -1
         while True:
             try:
                 record = await asyncio.wait_for(queue.get(), timeout=15)  # type: ignore[arg-type]
@@ -167,9 +199,14 @@ async def events(
                 continue
             if record is None:
                 break
+            if record is feed.DROPPED:
+                await socket.close(
+                    code=4429, reason=f"too far behind; reconnect with since={max(last, 0)}"
+                )
+                return
             if record.seq <= last:
                 continue
-            await socket.send_text(json.dumps(record_to_dict(record)))
+            await socket.send_text(streams.text(record))
             last = record.seq
     except (WebSocketDisconnect, ConnectionError):
         pass
@@ -180,6 +217,15 @@ async def events(
         await socket.close()
     except Exception:  # the peer may already be gone
         pass
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Litestar's own refusals (404, 405…) keep their status; anything else is logged here
+    with its traceback and the client gets a 503 envelope with no detail, never a 500."""
+    if isinstance(exc, HTTPException):
+        return _json(exc.status_code, error_envelope("invalid_request", exc.detail))
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(503, error_envelope("internal", "internal error; see the gateway log"))
 
 
 def create_gateway_app(
@@ -209,6 +255,7 @@ def create_gateway_app(
             "token": Provide(lambda: token, use_cache=True, sync_to_thread=False),
             "streams": Provide(lambda: streams, use_cache=True, sync_to_thread=False),
         },
+        exception_handlers={Exception: _unexpected},
         debug=False,
         openapi_config=None,
         logging_config=None,

@@ -49,6 +49,7 @@ from voicecall.domain.events import (
     SpeechStarted,
     StreamStopped,
 )
+from voicecall.domain.json_input import parse_json
 from voicecall.domain.policy import is_e164
 from voicecall.domain.ports import (
     CarrierStatus,
@@ -299,10 +300,7 @@ class MockTelephony:
         return Verification(ok=True, reason="the mock carrier signs nothing")
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
-        try:
-            payload = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError) as err:
-            raise CallerError(f"the body is not JSON: {err}") from None
+        payload = parse_json(request.body or b"null")  # InvalidJson is a CallerError: 400
         if isinstance(payload, dict) and "event" in payload and "events" not in payload:
             raw_events = [payload["event"]]
         elif isinstance(payload, dict) and isinstance(payload.get("events"), list):
