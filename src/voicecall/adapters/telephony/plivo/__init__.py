@@ -184,7 +184,9 @@ class PlivoTelephony:
         clock: Clock,
         keepalive_s: int = 60,
         listen_timeout_s: int = 15,
+        language: str = documents.DEFAULT_LANGUAGE,
     ) -> None:
+        self._language = language
         self._rest = rest
         self._public_url = public_url
         self._learned_url = ""
@@ -221,6 +223,7 @@ class PlivoTelephony:
             public_url=voice.public_url or "",
             verifier=PlivoSignatureVerifier(auth_token, url_trust_settings(voice)),
             clock=clock,
+            language=voice.language,
         )
 
     def adopt_public_url(self, url: str) -> None:
@@ -482,9 +485,13 @@ class PlivoTelephony:
                     ),
                     self._listen_timeout_s,
                     prompt=(item.text, item.voice),
+                    language=self._language,
                 )
             return documents.speak_then_redirect(
-                item.text, item.voice, self._url(call_id, WebhookKind.XML, doc=token, played=uid)
+                item.text,
+                item.voice,
+                self._url(call_id, WebhookKind.XML, doc=token, played=uid),
+                self._language,
             )
         if line.after is AfterSpeech.HANGUP and line.last_line is not None:
             return documents.hold_then_hangup(line.hold_s)
@@ -495,6 +502,7 @@ class PlivoTelephony:
                 self._url(call_id, WebhookKind.INPUT, doc=token, **after),
                 self._url(call_id, WebhookKind.XML, doc=token, silence="1", **after),
                 self._listen_timeout_s,
+                language=self._language,
             )
         return documents.park(self._keepalive_s, self._url(call_id, WebhookKind.XML, doc=token))
 

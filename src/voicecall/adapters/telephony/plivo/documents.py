@@ -88,10 +88,27 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def speak_then_redirect(text: str, voice: str | None, next_url: str) -> bytes:
+DEFAULT_LANGUAGE: Final = "en-US"
+
+
+def _speak(text: str, voice: str | None, language: str) -> SpeakElement:
+    # The mapped Polly voices are English; another language speaks with Plivo's voice for it.
+    # en-US is Plivo's own default, so it is left unsaid.
+    if not language.lower().startswith("en"):
+        return SpeakElement(text, language=language)
+    return SpeakElement(
+        text,
+        voice=native_voice(voice),
+        language=language if language != DEFAULT_LANGUAGE else None,
+    )
+
+
+def speak_then_redirect(
+    text: str, voice: str | None, next_url: str, language: str = DEFAULT_LANGUAGE
+) -> bytes:
     """One line, then back to us: the fetch of ``next_url`` says the line was played."""
     doc = ResponseElement()
-    doc.add(SpeakElement(text, voice=native_voice(voice)))
+    doc.add(_speak(text, voice, language))
     doc.add(RedirectElement(next_url, method="POST"))
     return _xml(doc)
 
@@ -101,6 +118,7 @@ def listen(
     on_silence_url: str,
     timeout_s: int,
     prompt: tuple[str, str | None] | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> bytes:
     """Listen for speech (with the prompt nested, so the caller can answer over it).
 
@@ -113,10 +131,11 @@ def listen(
         input_type="speech",
         execution_timeout=timeout_s,
         redirect=True,
+        language=language if language != DEFAULT_LANGUAGE else None,
     )
     if prompt is not None:
         text, voice = prompt
-        gather.add(SpeakElement(text, voice=native_voice(voice)))
+        gather.add(_speak(text, voice, language))
     doc.add(gather)
     doc.add(RedirectElement(on_silence_url, method="POST"))
     return _xml(doc)

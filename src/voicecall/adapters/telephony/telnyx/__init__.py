@@ -114,8 +114,10 @@ class TelnyxTelephony:
         verifier: TelnyxSignatureVerifier,
         http: httpx.AsyncClient,
         owns_http: bool = False,
+        language: str = "en-US",
     ) -> None:
         self._connection_id = connection_id
+        self._language = language
         self._public_url = public_url
         self._verifier = verifier
         self._rest = TelnyxRest(api_key, api_base_url, http)
@@ -156,6 +158,7 @@ class TelnyxTelephony:
             verifier=verifier,
             http=http,
             owns_http=owns_http,
+            language=voice.language,
         )
 
     # ------------------------------------------------------------------ port: commands
@@ -204,13 +207,15 @@ class TelnyxTelephony:
         pid = _provider_id(call)
         leg = self._ledger.leg(pid)
         for line in playback.lines:
-            await self._rest.action(pid, "speak", speak_command(call.call_id, line))
+            await self._rest.action(pid, "speak", speak_command(call.call_id, line, self._language))
             leg.sent.append(line.utterance_id)
         if playback.then is AfterSpeech.LISTEN and not leg.transcribing:
             known = leg.transcribing is not None
             try:
                 await self._rest.action(
-                    pid, "transcription_start", transcription_start_command(call.call_id)
+                    pid,
+                    "transcription_start",
+                    transcription_start_command(call.call_id, self._language),
                 )
             except TelnyxApiError as err:
                 if known:

@@ -53,8 +53,7 @@ OPENAI_TO_TELNYX_VOICE: Final[Mapping[str, str]] = {
 }
 """OpenAI TTS voice name -> Telnyx ``speak`` voice."""
 
-_SPEAK_LANGUAGE: Final = "en-US"
-_TRANSCRIPTION_LANGUAGE: Final = "en"
+_DEFAULT_LANGUAGE: Final = "en-US"
 _MIN_RING_S: Final = 5
 _MAX_RING_S: Final = 600
 _MAX_CLIENT_STATE_CHARS: Final = 256
@@ -122,7 +121,9 @@ def reject_command(call_id: str) -> dict[str, Any]:
     return {"cause": "CALL_REJECTED", "client_state": encode_client_state(call_id)}
 
 
-def speak_command(call_id: str, line: SpokenLine) -> dict[str, Any]:
+def speak_command(
+    call_id: str, line: SpokenLine, language: str = _DEFAULT_LANGUAGE
+) -> dict[str, Any]:
     """``actions/speak`` for one utterance.
 
     No ``stop``: Telnyx queues consecutive speaks ("If multiple speak text commands are issued
@@ -134,19 +135,22 @@ def speak_command(call_id: str, line: SpokenLine) -> dict[str, Any]:
         "payload": line.text,
         "payload_type": "text",
         "voice": telnyx_voice(line.voice),
-        "language": _SPEAK_LANGUAGE,
+        "language": language,
         "client_state": encode_client_state(call_id),
         "command_id": f"speak-{line.utterance_id}",
     }
 
 
-def transcription_start_command(call_id: str) -> dict[str, Any]:
-    """``actions/transcription_start``: the caller's words as ``call.transcription`` finals."""
+def transcription_start_command(call_id: str, language: str = _DEFAULT_LANGUAGE) -> dict[str, Any]:
+    """``actions/transcription_start``: the caller's words as ``call.transcription`` finals.
+
+    ``language`` is the call's BCP-47 tag; Telnyx's Google engine takes the language part
+    ("vi" for ``vi-VN``)."""
     return {
         "transcription_engine": "Google",
         "transcription_engine_config": {
             "transcription_engine": "Google",
-            "language": _TRANSCRIPTION_LANGUAGE,
+            "language": language.split("-")[0].lower(),
             # Finals only: a partial result must never end a turn.
             "interim_results": False,
         },

@@ -148,8 +148,10 @@ class TwilioTelephony:
         clock: Clock,
         http: httpx.AsyncClient | None = None,
         wait_pause_s: int = 30,
+        language: str = documents.DEFAULT_LANGUAGE,
     ) -> None:
         self.account_sid = account_sid
+        self.language = language
         self.public_url = public_url
         self.verifier = verifier
         self.clock = clock
@@ -176,6 +178,7 @@ class TwilioTelephony:
             verifier=TwilioSignatureVerifier(token, url_trust_settings(voice)),
             clock=clock,
             http=http,
+            language=voice.language,
         )
 
     def adopt_public_url(self, url: str) -> None:
@@ -435,8 +438,12 @@ class TwilioTelephony:
             program.busy = True
             program.last_line = line.utterance_id
             if not program.pending and program.after is AfterSpeech.LISTEN:
-                return documents.say_then_listen(self.urls, call_id, line), line.utterance_id
-            return documents.say_then_return(self.urls, call_id, line), line.utterance_id
+                return documents.say_then_listen(
+                    self.urls, call_id, line, self.language
+                ), line.utterance_id
+            return documents.say_then_return(
+                self.urls, call_id, line, self.language
+            ), line.utterance_id
         if program.stream is not None:
             # Lines asked for before the stream (natively) were said first; from here on the
             # call's speech goes over the stream until Twilio comes back after it.
@@ -445,7 +452,7 @@ class TwilioTelephony:
             return documents.connect_stream(self.urls, call_id, stream.url, stream.token), None
         program.busy = False
         if program.after is AfterSpeech.LISTEN:
-            return documents.listen(self.urls, call_id, program.last_line), None
+            return documents.listen(self.urls, call_id, program.last_line, self.language), None
         if program.after is AfterSpeech.HANGUP:
             program.ended_by_us = True
             return documents.hold_then_hang_up(program.hold_s), None

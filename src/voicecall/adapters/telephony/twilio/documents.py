@@ -136,45 +136,63 @@ class WebhookUrls:
         return self.url(Hook.STREAM, call_id, turn=new_token())
 
 
-def _say(parent: VoiceResponse, line: SpokenLine) -> None:
-    voice = twilio_voice(line.voice)
+DEFAULT_LANGUAGE: Final = "en-US"
+
+
+def _say(parent: VoiceResponse, line: SpokenLine, language: str) -> None:
+    # The mapped Polly voices are English ones; another language speaks with Twilio's voice
+    # for that language (<Say language>, https://www.twilio.com/docs/voice/twiml/say).
+    # en-US is Twilio's own default for <Say> and <Gather>, so it is left unsaid.
+    voice = twilio_voice(line.voice) if language.lower().startswith("en") else None
+    extra = {"language": language} if language != DEFAULT_LANGUAGE else {}
     if voice:
-        parent.say(line.text, voice=voice)
+        parent.say(line.text, voice=voice, **extra)
     else:
-        parent.say(line.text)
+        parent.say(line.text, **extra)
 
 
-def _gather(response: VoiceResponse, action: str) -> VoiceResponse:
+def _gather(response: VoiceResponse, action: str, language: str) -> VoiceResponse:
+    extra = {"language": language} if language != DEFAULT_LANGUAGE else {}
     gather: VoiceResponse = response.gather(
         input="speech",
         speech_timeout="auto",
         action_on_empty_result=True,
         action=action,
         method="POST",
+        **extra,
     )
     return gather
 
 
-def say_then_listen(urls: WebhookUrls, call_id: str | None, line: SpokenLine) -> VoiceResponse:
+def say_then_listen(
+    urls: WebhookUrls, call_id: str | None, line: SpokenLine, language: str = DEFAULT_LANGUAGE
+) -> VoiceResponse:
     """The line inside a Gather; nothing after it (it would be unreachable)."""
     response = VoiceResponse()
-    gather = _gather(response, urls.gather(call_id, line.utterance_id))
-    _say(gather, line)
+    gather = _gather(response, urls.gather(call_id, line.utterance_id), language)
+    _say(gather, line, language)
     return response
 
 
-def say_then_return(urls: WebhookUrls, call_id: str | None, line: SpokenLine) -> VoiceResponse:
+def say_then_return(
+    urls: WebhookUrls, call_id: str | None, line: SpokenLine, language: str = DEFAULT_LANGUAGE
+) -> VoiceResponse:
     """The line, then straight back to us: that fetch says it was played."""
     response = VoiceResponse()
-    _say(response, line)
+    _say(response, line, language)
     response.redirect(urls.back(call_id, line.utterance_id), method="POST")
     return response
 
 
-def listen(urls: WebhookUrls, call_id: str | None, heard_after: str | None) -> VoiceResponse:
+def listen(
+    urls: WebhookUrls,
+    call_id: str | None,
+    heard_after: str | None,
+    language: str = DEFAULT_LANGUAGE,
+) -> VoiceResponse:
     """An empty Gather: listen again after ``heard_after``, the last line said."""
     response = VoiceResponse()
-    _gather(response, urls.gather(call_id, heard_after))
+    _gather(response, urls.gather(call_id, heard_after), language)
     return response
 
 
