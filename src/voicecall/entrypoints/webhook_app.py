@@ -3,33 +3,41 @@
 Order matters here, and each step refuses as early and as cheaply as it can:
 
 1. routing: exact path (a trailing slash tolerated), POST only (405), other paths 404;
-2. a per-peer cap on requests in flight (429);
+2. admission (``admission.py``): per client (the TCP peer, or the rightmost untrusted
+   ``X-Forwarded-For`` hop under the same trust as the URL), a place among ``max_in_flight``
+   or a short wait in a bounded queue (429 when it runs out); a global cap (503); a request
+   still reading its body after a short grace loses its place to the next one (408);
 3. the carrier's signature headers must be present before a byte of the body is read (401);
-4. the body is read with a size cap (413) and a stall timeout (408);
+4. the body is read with a size cap (413) and a tight deadline (408): a carrier sends a few
+   hundred bytes at once;
 5. the signature is verified against the URL the carrier signed (401, one log line naming the
    URL(s) checked, never a secret);
 6. a verified request whose signature material was seen in the last 10 minutes is answered
    exactly as before and causes nothing (replay);
 7. only then is the body parsed (400 when malformed) and applied.
+
+Refusals are logged at most once per client per minute, with a count (``refusal_log.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from typing import Any
 
 from litestar import Litestar, Request, Response, WebSocket, post, websocket
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import WebSocketDisconnect
 
-from voicecall.config import AppConfig
+from voicecall.config import AppConfig, url_trust_settings
+from voicecall.domain.client_address import client_address
 from voicecall.domain.errors import CallerError, VoiceCallError
 from voicecall.domain.ports import MediaStreaming
 from voicecall.domain.replay import ReplayGuard
 from voicecall.domain.signed_url import is_loopback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
+from voicecall.entrypoints.admission import Admission, AdmissionRefused, Ticket
+from voicecall.entrypoints.refusal_log import RefusalLog
 from voicecall.services.calls import CallService
 
 __all__ = [
@@ -44,7 +52,9 @@ log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BODY = 1024 * 1024
 MAX_IN_FLIGHT_PER_PEER = 32
-BODY_STALL_TIMEOUT_S = 10.0
+# The whole body of an unverified request must arrive within this (a carrier's is a few
+# hundred bytes sent at once; 1 MiB, the cap, still fits at ~200 kB/s).
+BODY_STALL_TIMEOUT_S = 5.0
 
 
 SELF_TEST_PARAM = "voicecallSelfTest"
@@ -59,10 +69,11 @@ def _plain(status: int, message: str) -> Response[bytes]:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, log_line: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.log_line = log_line
 
 
 class WebhookDoor:
@@ -73,8 +84,9 @@ class WebhookDoor:
         config: the validated settings (serve path, skipSignatureVerification).
         replay: the replay cache; one per listener.
         max_body: body cap in bytes.
-        max_in_flight: requests one peer may have in flight at once.
-        body_timeout_s: how long one body read may stall.
+        max_in_flight: requests one client may have in flight at once (more wait briefly).
+        body_timeout_s: the deadline for one request's whole body.
+        admission: the admission policy; by default one built from ``max_in_flight``.
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class WebhookDoor:
         max_body: int = MAX_WEBHOOK_BODY,
         max_in_flight: int = MAX_IN_FLIGHT_PER_PEER,
         body_timeout_s: float = BODY_STALL_TIMEOUT_S,
+        admission: Admission | None = None,
     ) -> None:
         self.service = service
         self.provider = service.provider
@@ -94,52 +107,69 @@ class WebhookDoor:
         self.max_body = max_body
         self.max_in_flight = max_in_flight
         self.body_timeout_s = body_timeout_s
-        self._in_flight: Counter[str] = Counter()
+        self.admission = admission or Admission(per_peer=max_in_flight)
+        self.trust = url_trust_settings(config.voice)
+        self.refusals = RefusalLog(log, service.clock.now)
         self._pending: dict[str, asyncio.Future[WebhookResponse]] = {}
 
     async def handle(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         peer = request.client.host if request.client else None
-        peer_key = peer or "?"
-        if self._in_flight[peer_key] >= self.max_in_flight:
-            return _plain(429, "too many concurrent requests")
-        self._in_flight[peer_key] += 1
+        headers = tuple(
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in request.scope["headers"]
+        )
+        client = client_address(WebhookRequest("POST", "", "", headers, b"", peer), self.trust)
+        client_key = client or "unknown peer"
         try:
-            return await self._handle(request, peer)
+            async with self.admission.admit(client_key) as ticket:
+                return await self._handle(request, peer, headers, ticket)
+        except AdmissionRefused as refused:
+            self.refusals.refused(
+                client_key, "webhook refused for %s: %s", client_key, refused.message
+            )
+            return _plain(refused.status, refused.message)
         except _Refused as refused:
+            if refused.log_line:
+                self.refusals.refused(client_key, refused.log_line)
             return _plain(refused.status, refused.message)
         except Exception:
             # Nothing a carrier sends may turn into a 500; the carrier will retry a 503.
             log.exception("webhook handling failed")
             return _plain(503, "temporarily unavailable")
-        finally:
-            self._in_flight[peer_key] -= 1
-            if self._in_flight[peer_key] <= 0:
-                del self._in_flight[peer_key]
 
-    async def _handle(self, request: Request[Any, Any, Any], peer: str | None) -> Response[bytes]:
+    async def _handle(
+        self,
+        request: Request[Any, Any, Any],
+        peer: str | None,
+        headers: tuple[tuple[str, str], ...],
+        ticket: Ticket,
+    ) -> Response[bytes]:
         verify = self.provider.signs_webhooks and not self.skip_verification
-        headers = tuple(
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.scope["headers"]
-        )
         if verify and not self.provider.has_signature_headers(name for name, _ in headers):
-            return _plain(401, "missing signature")
+            ticket.body_read()
+            raise _Refused(
+                401,
+                "missing signature",
+                f"refused {self.provider.name} webhook from {ticket.client}: no signature headers",
+            )
+        body = await self._read_body(request, ticket)
         webhook = WebhookRequest(
             method=request.method.upper(),
             path=_path_as_received(request.scope),
             query=request.scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            body=await self._read_body(request),
+            body=body,
             peer=peer,
         )
         replay_key: str | None = None
         if verify:
             verdict = self.provider.verify_webhook(webhook)
             if not verdict.ok:
-                log.warning(
+                self.refusals.refused(
+                    ticket.client,
                     "refused %s webhook from %s: %s; URL(s) checked: %s",
                     self.provider.name,
-                    peer or "unknown peer",
+                    ticket.client,
                     verdict.reason,
                     ", ".join(verdict.checked_urls) or "none",
                 )
@@ -187,20 +217,34 @@ class WebhookDoor:
             log.warning("webhook could not be applied: %s", err.detail)
             return WebhookResponse(503, b"temporarily unavailable", "text/plain")
 
-    async def _read_body(self, request: Request[Any, Any, Any]) -> bytes:
+    async def _read_body(self, request: Request[Any, Any, Any], ticket: Ticket) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            ticket.body_read()
             raise _Refused(413 if declared.isdigit() else 400, "bad or oversized body")
         body = bytearray()
+        loop = asyncio.get_running_loop()
         try:
             # One deadline for the whole body (at most 1 MiB): cheaper than one per chunk.
-            async with asyncio.timeout(self.body_timeout_s):
+            # Evicted for stalling, the request's deadline is brought forward to now.
+            async with asyncio.timeout(self.body_timeout_s) as deadline:
+                ticket.on_evict = lambda: deadline.reschedule(loop.time())
+                if ticket.evicted:
+                    deadline.reschedule(loop.time())
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > self.max_body:
                         raise _Refused(413, "body too large")
         except TimeoutError:
-            raise _Refused(408, "body stalled") from None
+            why = "lost its place to another request" if ticket.evicted else "timed out"
+            raise _Refused(
+                408,
+                "body stalled",
+                f"{self.provider.name} webhook from {ticket.client}: body stalled and {why}",
+            ) from None
+        finally:
+            ticket.on_evict = None
+            ticket.body_read()
         return bytes(body)
 
 
