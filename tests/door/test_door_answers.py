@@ -175,3 +175,45 @@ async def test_concurrent_copies_share_a_failure(tmp_path: Path) -> None:
     assert [answer(a) for a in answers] == [(503, b"temporarily unavailable", PLAIN)] * 3
     assert door.carrier.entered == 1
     await door.stop()
+
+
+async def test_the_in_flight_count_returns_to_nothing(tmp_path: Path) -> None:
+    # Under a cap of one, requests made one after another are never refused: each one's
+    # count is given back when it ends.
+    door = await twilio_door(tmp_path, max_in_flight=1)
+    body, headers = signed({"CallSid": "CA1"})
+    for _ in range(3):
+        assert (await door.post("/myapp.php", body, headers)).status_code == 200
+    assert len(door.carrier.applied) == 1  # the same signed request twice more: replays
+    await door.stop()
+
+
+async def test_the_refusal_log_line_names_carrier_peer_reason_and_urls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    door = await twilio_door(tmp_path)
+    caplog.set_level(logging.INFO, logger="voicecall")
+    await door.post("/myapp.php", b"CallSid=CA1", {**FORM, "X-Twilio-Signature": "AAAA"})
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line == (
+        "refused twilio webhook from 203.0.113.9: bad Twilio signature; "
+        "URL(s) checked: https://mycompany.com/myapp.php"
+    )
+    await door.stop()
+
+
+async def test_a_refusal_that_checked_no_url_says_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .test_door import TELNYX_BODY, telnyx_headers, telnyx_verifier
+
+    door = await open_door(tmp_path, "telnyx", telnyx_verifier)
+    caplog.set_level(logging.INFO, logger="voicecall")
+    headers = {**telnyx_headers(TELNYX_BODY), "telnyx-timestamp": "1"}
+    assert (await door.post("/voice/webhook", TELNYX_BODY, headers)).status_code == 401
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line == (
+        "refused telnyx webhook from 203.0.113.9: telnyx-timestamp outside tolerance; "
+        "URL(s) checked: none"
+    )
+    await door.stop()
