@@ -200,3 +200,31 @@ def test_a_real_carrier_without_keys_runs_natively_with_one_reason() -> None:
         "streaming is on but calls speak natively: "
         "Edge TTS cannot speak calls (telephony needs PCM)"
     )
+
+
+def test_native_mode_opens_no_stream_and_the_container_wires_the_choice(tmp_path: Any) -> None:
+    from voicecall.adapters.speech.offline import ToneSynthesizer, ToneTranscriber
+    from voicecall.adapters.speech.openai_realtime import OpenAiRealtimeTranscriber
+    from voicecall.adapters.speech.phrase_cache import CachedSynthesizer
+    from voicecall.container import build_container, stream_url
+
+    store = {"store": str(tmp_path / "store")}
+    native = _config(store, {}, {})
+    assert stream_url(native) is None
+    keyed = _config(store, {"provider": "openai"}, {"OPENAI_API_KEY": "k"})
+    assert stream_url(keyed) == "wss://voice.example.com/voice/stream"
+    container = build_container(keyed)
+    synthesizer = container.synthesizer()
+    assert isinstance(synthesizer, CachedSynthesizer) and synthesizer.name == "openai"
+    assert isinstance(container.transcriber(), OpenAiRealtimeTranscriber)
+    mock = parse_config(
+        {
+            "plugins": {
+                "entries": {"voice-call": {"config": {**store, "streaming": {"enabled": True}}}}
+            }
+        },
+        env={"OPENAI_API_KEY": "k"},
+    )
+    offline = build_container(mock)
+    assert isinstance(offline.synthesizer(), ToneSynthesizer)
+    assert isinstance(offline.transcriber(), ToneTranscriber)
