@@ -88,7 +88,7 @@ class _Carrier:
         raise ClientError(f"the simulated {self.name} never delivered the inbound call")
 
 
-def _carrier(name: str, webhook_port: int) -> _Carrier:
+def _carrier(name: str, webhook_port: int, streaming: bool = False) -> _Carrier:
     public_url = f"http://127.0.0.1:{webhook_port}/voice/webhook"
     if name == "mock":
         return _Carrier(
@@ -98,6 +98,9 @@ def _carrier(name: str, webhook_port: int) -> _Carrier:
     module = f"voicecall.testing.{name}_sim"
     command = [sys.executable, "-m", module, "--port", str(port), "--webhook-url", public_url]
     command += ["--replies", *REPLIES]
+    if streaming:
+        # The simulated callee talks over any streamed line longer than four seconds.
+        command += ["--barge-in-after-s", str(BARGE_IN_AFTER_MS / 1000)]
     plugin: dict[str, Any] = {"provider": name, "publicUrl": public_url}
     env = None
     if name == "twilio":
@@ -336,7 +339,7 @@ def run_demo(keep: bool = False, carrier_name: str = "mock", streaming: bool = F
     """Run the tour; returns the exit code (0 when every call behaved as expected)."""
     directory = Path(tempfile.mkdtemp(prefix="voicecall-demo-"))
     webhook_port = _free_port()
-    carrier = _carrier(carrier_name, webhook_port)
+    carrier = _carrier(carrier_name, webhook_port, streaming)
     config_path = _write_config(directory, carrier, webhook_port, streaming)
     config = load_config(config_path, {})
     log_path = directory / "serve.log"
