@@ -16,6 +16,7 @@ from voicecall.config import AppConfig, ConfigError
 from voicecall.container import model_route, telephony_names
 from voicecall.domain.exposure import NO_PUBLIC_URL
 from voicecall.entrypoints.gateway_app import EventStreams, create_gateway_app
+from voicecall.entrypoints.http_protocol import header_deadline_protocol
 from voicecall.entrypoints.plugin import VoiceCallPlugin
 from voicecall.entrypoints.token import ensure_gateway_token
 from voicecall.entrypoints.webhook_app import create_webhook_app
@@ -131,8 +132,13 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
         raise
     streams = EventStreams()
     apps = (create_webhook_app(plugin.service, config), create_gateway_app(plugin, token, streams))
+    # uvicorn has no header-read deadline: without this protocol a connection that never
+    # finishes its headers is held for ever (benchmarks/door_slow_headers.py).
+    http = header_deadline_protocol()
     servers = [
-        _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        _Server(
+            uvicorn.Config(app, http=http, log_level="warning", lifespan="off", access_log=False)
+        )
         for app in apps
     ]
     stop = asyncio.Event()
