@@ -250,6 +250,7 @@ class CallService:
         )
         self._started = False
         self._create_lock = asyncio.Lock()
+        self._reserved = 0  # outbound calls past the capacity check, not yet committed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -345,31 +346,40 @@ class CallService:
         else:
             call_mode = policy.resolve_mode(mode)
             message = _required_text(message)
-        # The capacity check and the insert are one step, so two racing requests cannot both
-        # take the last slot.
+        # The capacity check reserves the slot in the same step (nothing awaited between the
+        # count and the reservation), so two racing requests cannot both take the last slot;
+        # the insert happens after, so concurrent calls share one group commit instead of
+        # queueing behind each other's fsync.
         async with self._create_lock:
-            policy.check_capacity(await self.store.count_live())
+            policy.check_capacity(await self.store.count_live() + self._reserved)
             now = self.clock.now()
             try:
                 self._ledger.check(now)
             except DestinationRefused as refused:
                 await self._refuse(number, refused)
                 raise
-            call = Call(
-                call_id=str(uuid.uuid4()),
-                provider=self.provider.name,
-                direction=CallDirection.OUTBOUND,
-                from_number=self.settings.from_number,
-                to_number=number,
-                mode=call_mode,
-                started_at=now,
-                message=message,
-                last_activity_at=now,
-                agent_goal=agent_goal,
-            )
-            runtime = self._runtime_for(call.call_id)
-            await self._commit(call, "call.created", {"call": call_to_dict(call)})
+            self._reserved += 1
             self._ledger.record(now)
+        call = Call(
+            call_id=str(uuid.uuid4()),
+            provider=self.provider.name,
+            direction=CallDirection.OUTBOUND,
+            from_number=self.settings.from_number,
+            to_number=number,
+            mode=call_mode,
+            started_at=now,
+            message=message,
+            last_activity_at=now,
+            agent_goal=agent_goal,
+        )
+        runtime = self._runtime_for(call.call_id)
+        try:
+            await self._commit(call, "call.created", {"call": call_to_dict(call)})
+        except BaseException:
+            self._runtime.pop(call.call_id, None)
+            raise
+        finally:
+            self._reserved -= 1
         async with runtime.lock:
             try:
                 result = await self.provider.dial(
@@ -640,7 +650,7 @@ class CallService:
                 return None
             now = self.clock.now()
             decision = self.settings.inbound.decide(event.from_number)
-            live = await self.store.count_live()
+            live = await self.store.count_live() + self._reserved
             accept = decision.accept or (decision.pair and self.pairing is not None)
             detail = decision.reason
             call_id = str(uuid.uuid4())
