@@ -256,7 +256,7 @@ class OutboundConfig:
     default_mode: Literal["notify", "conversation"] = "notify"
     notify_hangup_delay_sec: float = 3.0
     allow_to: tuple[_E164Prefix, ...] = ()
-    """E.164 numbers or prefixes; when set, nothing else is dialled (issue 13)."""
+    """E.164 numbers or prefixes; when set, nothing else is dialled."""
     deny_to: tuple[_E164Prefix, ...] = ("+1900", "+1976")
     """Prefixes never dialled; by default the NANP premium-rate codes. Numbers outside
     fromNumber's country code are refused too unless allowTo names them."""
