@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from voicecall.adapters.telephony.mock_stream import MockStreamDialect
+from voicecall.adapters.telephony.plivo.stream import PlivoStreamDialect
 from voicecall.domain.json_input import InvalidJson, parse_json
 
 
@@ -22,3 +26,9 @@ def test_not_json_is_invalid_request() -> None:
     with pytest.raises(InvalidJson) as refused:
         parse_json(b"\xff{")
     assert refused.value.code == "invalid_request"
+
+
+@pytest.mark.parametrize("dialect", [MockStreamDialect, PlivoStreamDialect])
+def test_stream_dialects_refuse_deep_json_as_not_json(dialect: type[Any]) -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        dialect().parse("[" * 100_000 + "]" * 100_000)

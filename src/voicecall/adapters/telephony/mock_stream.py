@@ -46,7 +46,7 @@ class MockStreamDialect:
     def parse(self, message: str) -> list[StreamMessage]:
         try:
             data = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested absurdly deep
             raise ValueError("not JSON") from None
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")

@@ -108,7 +108,7 @@ def read_extra_headers(raw: Any) -> dict[str, str]:
     if text.startswith("{"):
         try:
             return read_extra_headers(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
     pairs: dict[str, str] = {}
     for part in re.split(r"[,;]", text):
@@ -147,7 +147,7 @@ class PlivoStreamDialect:
     def parse(self, message: str) -> list[StreamMessage]:
         try:
             data = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested absurdly deep
             raise ValueError("not JSON") from None
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")

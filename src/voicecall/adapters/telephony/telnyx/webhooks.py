@@ -192,7 +192,7 @@ def read_webhook(request: WebhookRequest, ledger: SpeakLedger) -> list[CallEvent
     """Normalised events from a verified Telnyx webhook; ``CallerError`` when malformed."""
     try:
         document = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CallerError("Telnyx webhook: the body is not JSON") from None
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, dict):
