@@ -72,7 +72,8 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> None:
+    # Generous: on a loaded two-core machine importing the gateway alone can take 20 s.
+    def start(self, timeout: float = 60.0) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicecall", "serve", "--config", str(self.config_path)],

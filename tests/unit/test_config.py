@@ -429,7 +429,8 @@ ERROR_CASES = [
     ),
     pytest.param(
         plugin({"tunnel": {"provider": "cloudflare"}}),
-        f'{VC}.tunnel.provider: expected one of "none", "ngrok", "tailscale-serve", "tailscale-funnel"',
+        f'{VC}.tunnel.provider: expected one of "none", "ngrok", "tailscale-serve", '
+        '"tailscale-funnel"',
         id="tunnel provider",
     ),
     pytest.param(
