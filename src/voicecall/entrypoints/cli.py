@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
         help="validate, and show the resolved config (secrets redacted) and each value's source",
     )
 
+    commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check that a real carrier will reach this gateway and be accepted (read-only)",
+    )
+
     simulate = commands.add_parser(
         "simulate", parents=[common], help="mock carrier: simulate a carrier-side event"
     )
@@ -294,6 +300,10 @@ def _run(args: argparse.Namespace) -> int:
         from voicecall.entrypoints.config_check import run_config_check
 
         return run_config_check(_config_path(args), os.environ, as_json=as_json)
+    if args.command == "doctor":
+        from voicecall.entrypoints.doctor import run_doctor_command
+
+        return run_doctor_command(_config_path(args), os.environ, as_json=as_json)
     config = load_config(_config_path(args), os.environ)
     for warning in getattr(config, "warnings", ()):
         print(f"voicecall: warning: {warning}", file=sys.stderr)

@@ -579,6 +579,16 @@ class PlivoSimulator:
             return 400, {"error": "the body must be a JSON object"}
         parts = [part for part in path[len(self._prefix) :].split("/") if part]
         api_id = str(uuid.uuid4())
+        if not parts and method == "GET":
+            # Retrieve account details, read-only (GET /v1/Account/{auth_id}/): what
+            # `voicecall doctor` asks to learn that the credentials are accepted.
+            return 200, {
+                "api_id": api_id,
+                "account_type": "standard",
+                "auth_id": self._prefix.split("/")[3],
+                "name": "Simulated account",
+                "resource_uri": self._prefix,
+            }
         if parts == ["Call"] and method == "POST":
             return self._make_call(data, api_id)
         if len(parts) == 2 and parts[0] == "Call":

@@ -446,6 +446,7 @@ class TelnyxSimulator:
             in-process).
         barge_in_after_s: on a media stream, the caller talks over any bot line that has
             played this long (None: never).
+        connection_id: the one call control application REST knows (None: any id).
 
     Every delay is in simulated seconds.
     """
@@ -468,6 +469,7 @@ class TelnyxSimulator:
         seed: int | None = None,
         connect_ws: WsConnect | None = None,
         barge_in_after_s: float | None = None,
+        connection_id: str | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -475,6 +477,7 @@ class TelnyxSimulator:
         self.signing_key = _signing_key(signing_key)
         self.connection_webhook_url = connection_webhook_url
         self.api_key = api_key
+        self.connection_id = connection_id
         self.outcome = outcome
         self.replies = tuple(replies)
         self.answer_delay_s = answer_delay_s
@@ -659,9 +662,26 @@ class TelnyxSimulator:
             call = self._known(parts[1])
             call.status_checks += 1
             return 200, {"data": self._call_record(call)}
+        if len(parts) == 2 and parts[0] == "call_control_applications" and method == "GET":
+            # Retrieve a call control application, read-only (developers.telnyx.com,
+            # api-reference/call-control-applications): what `voicecall doctor` asks to learn
+            # that the key is accepted and the connection exists.
+            if self.connection_id is not None and parts[1] != self.connection_id:
+                raise _HttpError(404, _NOT_FOUND, "no such call control application")
+            return 200, {"data": self._application(parts[1])}
         if len(parts) == 4 and parts[0] == "calls" and parts[2] == "actions" and method == "POST":
             return 200, self._action(self._known(parts[1]), parts[3], document)
         raise _HttpError(404, _NOT_FOUND, f"no route for {method} {path}")
+
+    def _application(self, application_id: str) -> dict[str, Any]:
+        return {
+            "id": application_id,
+            "record_type": "call_control_application",
+            "application_name": "simulated",
+            "active": True,
+            "webhook_event_url": self.connection_webhook_url,
+            "webhook_api_version": "2",
+        }
 
     def _json_body(self, method: str, body: bytes) -> dict[str, Any]:
         if method == "GET" or not body:
@@ -1120,6 +1140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="base64 Ed25519 seed (else $TELNYX_SIM_SIGNING_KEY; else a fresh key)",
     )
     parser.add_argument("--api-key", default=None, help="require this Bearer key on REST")
+    parser.add_argument(
+        "--connection-id", default=None, help="the one call control application id (else any)"
+    )
     parser.add_argument("--answer-delay-ms", type=int, default=100)
     parser.add_argument("--reply-delay-ms", type=int, default=300)
     parser.add_argument("--chars-per-sec", type=float, default=DEFAULT_CHARS_PER_SEC)
@@ -1149,6 +1172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         clock=ScaledClock(args.speed),
         chars_per_sec=args.chars_per_sec,
         barge_in_after_s=args.barge_in_after_s,
+        connection_id=args.connection_id,
     )
     print(f"telnyx sim: public key {simulator.public_key_b64}", flush=True)
     uvicorn.run(simulator, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")

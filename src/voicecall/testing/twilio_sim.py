@@ -97,6 +97,9 @@ DEFAULT_AUTH_TOKEN: Final = "sim-auth-token"
 _API: Final = "/2010-04-01/Accounts/"
 _CREATE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
 _ONE_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/]+)\.json$")
+# Fetch an Account, read-only (https://www.twilio.com/docs/iam/api/account): what
+# `voicecall doctor` asks to learn that the credentials are accepted.
+_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)\.json$")
 _TERMINAL: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 _OUTCOME_STATUS: Final = {"busy": "busy", "no-answer": "no-answer", "fail": "failed"}
 # https://www.twilio.com/docs/voice/twiml/gather#timeout: 5 s of silence by default.
@@ -482,13 +485,17 @@ class TwilioSimulator:
     ) -> tuple[int, dict[str, Any]]:
         if self.unavailable:
             return 503, _error(20500, "Service Unavailable (simulated outage)", 503)
-        match = _CREATE.match(path) or _ONE_CALL.match(path)
+        match = _CREATE.match(path) or _ONE_CALL.match(path) or _ACCOUNT.match(path)
         if match is None:
             return 404, _error(20404, "The requested resource was not found", 404)
         if not self._authorised(headers.get("authorization")) or (
             match.group("account") != self.account_sid
         ):
             return 401, _error(20003, "Authenticate", 401)
+        if match.re is _ACCOUNT:
+            if method != "GET":
+                return 405, _error(20004, "Method not allowed", 405)
+            return 200, self._account()
         form: dict[str, list[str]] = {}
         for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             form.setdefault(key, []).append(value)
@@ -505,6 +512,16 @@ class TwilioSimulator:
         if method != "POST":
             return 405, _error(20004, "Method not allowed", 405)
         return self._update(call, form)
+
+    def _account(self) -> dict[str, Any]:
+        return {
+            "sid": self.account_sid,
+            "owner_account_sid": self.account_sid,
+            "friendly_name": "Simulated account",
+            "status": "active",
+            "type": "Full",
+            "uri": f"{_API}{self.account_sid}.json",
+        }
 
     def _authorised(self, header: str | None) -> bool:
         if not header or not header.lower().startswith("basic "):

@@ -18,7 +18,7 @@ from nacl.signing import VerifyKey
 from voicecall.domain.signed_url import Verification, signature_headers_present
 from voicecall.domain.webhook import WebhookRequest
 
-__all__ = ["TelnyxSignatureVerifier", "strict_b64decode"]
+__all__ = ["TelnyxSignatureVerifier", "public_key_parses", "strict_b64decode"]
 
 _SIGNATURE_HEADER: Final = "telnyx-signature-ed25519"
 _TIMESTAMP_HEADER: Final = "telnyx-timestamp"
@@ -42,6 +42,11 @@ def _load_key(public_key_b64: str) -> VerifyKey | None:
         return VerifyKey(raw)
     except (CryptoError, ValueError, TypeError):
         return None
+
+
+def public_key_parses(public_key_b64: str) -> bool:
+    """Whether ``telnyx.publicKey`` is a base64 Ed25519 public key (what the portal shows)."""
+    return _load_key(public_key_b64) is not None
 
 
 class TelnyxSignatureVerifier:
