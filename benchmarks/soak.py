@@ -85,6 +85,7 @@ class Soak:
         self.received: list[set[int]] = []
         self.closed_codes: Counter[int] = Counter()
         self.process: subprocess.Popen[bytes] | None = None
+        self.t0 = time.monotonic()
 
     def launch(self) -> None:
         voicecall = Path(sys.executable).with_name("voicecall")
@@ -163,6 +164,8 @@ class Soak:
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else 1006
             self.closed_codes[code] += 1
+            at = time.monotonic() - self.t0
+            print(f"  subscriber {index} closed with {code} at {at:.0f} s, {len(seen)} events in")
             seen.add(-1)  # not a survivor: its window ended early
 
     async def conversation(self, client: httpx.AsyncClient) -> None:
@@ -188,7 +191,7 @@ class Soak:
         tasks: set[asyncio.Task[Any]] = set()
         assert self.process is not None
         print(f"minute 0: RSS {_rss_mb(self.process.pid):.1f} MB", flush=True)
-        started = time.monotonic()
+        started = self.t0 = time.monotonic()
         next_report = 60.0
         tick = 0
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:

@@ -208,7 +208,9 @@ async def events(
                 continue
             await socket.send_text(streams.text(record))
             last = record.seq
-    except (WebSocketDisconnect, ConnectionError):
+    except (WebSocketDisconnect, OSError):
+        # uvicorn reports a client gone mid-send as ClientDisconnected, an OSError that is not
+        # a ConnectionError; uncaught, the stream would end with 1011 and a traceback.
         pass
     finally:
         streams.forget(queue)
