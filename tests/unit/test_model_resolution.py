@@ -197,3 +197,33 @@ def test_each_api_style_gets_its_adapter() -> None:
     anthropic_route = resolve_model(config("anthropic/claude-sonnet-4", {"ANTHROPIC_API_KEY": "a"}))
     assert isinstance(build_chat_model(openai_route), OpenAIChatModel)
     assert isinstance(build_chat_model(anthropic_route), AnthropicChatModel)
+
+
+def test_serve_refuses_an_unresolvable_model_with_exit_2() -> None:
+    from voicecall.entrypoints.server import StartupError, _check
+
+    data = {
+        "plugins": {
+            "entries": {
+                "voice-call": {
+                    "config": {"enabled": True, "responseModel": "anthropic/claude-sonnet-4"}
+                }
+            }
+        }
+    }
+    with pytest.raises(StartupError) as caught:
+        _check(parse_config(data, {}))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"{PATH}: anthropic/claude-sonnet-4 needs an API key: set ANTHROPIC_API_KEY"
+    )
+
+
+def test_serve_starts_offline_with_one_notice(caplog: pytest.LogCaptureFixture) -> None:
+    from voicecall.entrypoints.server import _check
+
+    caplog.set_level("INFO", logger="voicecall")
+    data = {"plugins": {"entries": {"voice-call": {"config": {"enabled": True}}}}}
+    _check(parse_config(data, {}))
+    notices = [r.getMessage() for r in caplog.records if "offline rule responder" in r.getMessage()]
+    assert len(notices) == 1
