@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -360,3 +361,45 @@ async def test_dial_refusal_is_carrier_rejected() -> None:
     [call] = await rig.service.list_calls()
     assert (call.state, call.end_detail) == (CallState.FAILED, "number blocked")
     await rig.service.stop()
+
+
+async def test_a_call_is_never_counted_twice_while_its_commit_lands() -> None:
+    # The call row is saved but the event-log write of the same commit has not returned yet
+    # (a group commit landing): the call is then both in the store and "being created". It must
+    # still count once against maxConcurrentCalls.
+    class SlowLog(MemoryCallStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.hold = True
+
+        async def append_log(self, call_id: str, type: str, at: float, data: Any) -> int:
+            if self.hold and type == "call.created":
+                await self.release.wait()
+            return await super().append_log(call_id, type, at, data)
+
+    store = SlowLog()
+    rig = await make_rig(
+        store=store,
+        settings=make_settings(outbound=OutboundPolicy(max_concurrent_calls=4)),
+    )
+    try:
+        first = [
+            asyncio.ensure_future(rig.service.initiate(CALLEE, "hi", "notify")) for _ in range(2)
+        ]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(await store.list_calls(live_only=True)) == 2  # saved, log write pending
+        second = [
+            asyncio.ensure_future(rig.service.initiate(CALLEE, "hi", "notify")) for _ in range(2)
+        ]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        store.hold = False
+        store.release.set()
+        results = await asyncio.gather(*first, *second, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["Call"] * 4
+        with pytest.raises(CallerError, match="maxConcurrentCalls is 4"):
+            await rig.service.initiate(CALLEE, "hi", "notify")
+    finally:
+        await rig.service.stop()

@@ -250,7 +250,11 @@ class CallService:
         )
         self._started = False
         self._create_lock = asyncio.Lock()
-        self._reserved = 0  # outbound calls past the capacity check, not yet committed
+        # Every call that counts against maxConcurrentCalls: live in the store, or past the
+        # capacity check and not yet committed. One set, so a call is never counted twice
+        # (a store count plus a reservation counter double-counted calls in the window between
+        # a group commit landing and the reservation being released).
+        self._live: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,7 +270,9 @@ class CallService:
             self.media.bind(self.apply_events, self._is_live)
         self._started = True
         await self._restore_ledger()
-        for call in await self.store.list_calls(live_only=True, limit=10_000):
+        restored = await self.store.list_calls(live_only=True, limit=100_000)
+        self._live = {call.call_id for call in restored}
+        for call in restored:
             await self._reconcile(call, restoring=True)
         self._arm_reaper()
         await self._prune()
@@ -351,17 +357,18 @@ class CallService:
         # the insert happens after, so concurrent calls share one group commit instead of
         # queueing behind each other's fsync.
         async with self._create_lock:
-            policy.check_capacity(await self.store.count_live() + self._reserved)
+            policy.check_capacity(len(self._live))
             now = self.clock.now()
             try:
                 self._ledger.check(now)
             except DestinationRefused as refused:
                 await self._refuse(number, refused)
                 raise
-            self._reserved += 1
+            call_id = str(uuid.uuid4())
+            self._live.add(call_id)
             self._ledger.record(now)
         call = Call(
-            call_id=str(uuid.uuid4()),
+            call_id=call_id,
             provider=self.provider.name,
             direction=CallDirection.OUTBOUND,
             from_number=self.settings.from_number,
@@ -377,9 +384,8 @@ class CallService:
             await self._commit(call, "call.created", {"call": call_to_dict(call)})
         except BaseException:
             self._runtime.pop(call.call_id, None)
+            self._live.discard(call.call_id)
             raise
-        finally:
-            self._reserved -= 1
         async with runtime.lock:
             try:
                 result = await self.provider.dial(
@@ -650,7 +656,7 @@ class CallService:
                 return None
             now = self.clock.now()
             decision = self.settings.inbound.decide(event.from_number)
-            live = await self.store.count_live() + self._reserved
+            live = len(self._live)
             accept = decision.accept or (decision.pair and self.pairing is not None)
             detail = decision.reason
             call_id = str(uuid.uuid4())
@@ -680,9 +686,11 @@ class CallService:
             )
             runtime = self._runtime_for(call.call_id)
             data = call_to_dict(call) | {"accepted": accept, "policy": detail}
+            self._live.add(call.call_id)
             try:
                 await self._commit(call, "call.created", {"call": data})
             except TransientError:
+                self._live.discard(call.call_id)
                 await self.store.forget_event(event.key())
                 raise
         async with runtime.lock:
@@ -998,6 +1006,7 @@ class CallService:
         now = self.clock.now()
         if not call.transition(reason, now, detail=detail):
             return
+        self._live.discard(call.call_id)
         if end_reason is not None:
             call.end_reason = end_reason  # a finer reason than the state (``transferred``)
         runtime.cancel_timers()
