@@ -232,17 +232,7 @@ class MockTelephony:
         if sim is None or sim.status == "ended":
             return  # already over: hanging up again is success
         sim.hangups += 1
-        self._stop(sim, CallState.HANGUP_BOT)
-        await self._save()
-        self._later(
-            0.0,
-            CallEnded(
-                call_id=sim.call_id,
-                provider_call_id=sim.provider_call_id,
-                reason=CallState.HANGUP_BOT,
-                dedupe_key=f"{sim.provider_call_id}:ended",
-            ),
-        )
+        await self._end_on_request(sim, CallState.HANGUP_BOT)
 
     async def transfer(
         self, call: Call, to: str, *, reply_to: WebhookRequest | None = None
@@ -253,14 +243,19 @@ class MockTelephony:
         if sim.status != "live":
             raise CarrierRejected("the mock call is not live; nothing to transfer")
         sim.transferred_to = to
-        self._stop(sim, CallState.COMPLETED)
+        await self._end_on_request(sim, CallState.COMPLETED)
+
+    async def _end_on_request(self, sim: _SimCall, end_state: CallState) -> None:
+        """We asked the network to end our leg: it goes dead now, and the carrier reports it
+        on a later tick, as a webhook would arrive."""
+        self._stop(sim, end_state)
         await self._save()
         self._later(
             0.0,
             CallEnded(
                 call_id=sim.call_id,
                 provider_call_id=sim.provider_call_id,
-                reason=CallState.COMPLETED,
+                reason=end_state,
                 dedupe_key=f"{sim.provider_call_id}:ended",
             ),
         )

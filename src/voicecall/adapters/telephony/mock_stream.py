@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
+from voicecall.adapters.telephony.stream_message import read_event
 from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection
 from voicecall.domain.media import (
     StreamClosed,
@@ -44,13 +45,7 @@ class MockStreamDialect:
         self.stream_id: str | None = None
 
     def parse(self, message: str) -> list[StreamMessage]:
-        try:
-            data = json.loads(message)
-        except (ValueError, RecursionError):  # RecursionError: nested absurdly deep
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        event = data.get("event")
+        event, data = read_event(message)
         if event == "start":
             stream_id, token = data.get("streamId"), data.get("token")
             if not isinstance(stream_id, str) or not stream_id:

@@ -45,6 +45,7 @@ from typing import Any, Final
 
 from plivo.xml import RedirectElement, ResponseElement, StreamElement
 
+from voicecall.adapters.telephony.stream_message import read_event
 from voicecall.domain.media import (
     StreamClosed,
     StreamDtmf,
@@ -145,15 +146,7 @@ class PlivoStreamDialect:
         self.stream_id: str | None = None
 
     def parse(self, message: str) -> list[StreamMessage]:
-        try:
-            data = json.loads(message)
-        except (ValueError, RecursionError):  # RecursionError: nested absurdly deep
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        event = data.get("event")
-        if not isinstance(event, str):
-            raise ValueError("a message without an event name")
+        event, data = read_event(message)
         if event == "start":
             return [self._start(data)]
         if event == "media":

@@ -54,8 +54,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
-
+from voicecall.adapters.telephony.stream_message import dumps, read_event
 from voicecall.domain.media import (
     StreamClosed,
     StreamDtmf,
@@ -84,15 +83,7 @@ class TelnyxStreamDialect:
         self.stream_id: str | None = None
 
     def parse(self, message: str) -> list[StreamMessage]:
-        try:
-            data = orjson.loads(message)
-        except ValueError:
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        event = data.get("event")
-        if not isinstance(event, str):
-            raise ValueError("a frame without an event")
+        event, data = read_event(message)
         if event == "start":
             return [self._start(data)]
         if event == "media":
@@ -139,15 +130,13 @@ class TelnyxStreamDialect:
         )
 
     def media(self, payload: bytes) -> str:
-        return orjson.dumps(
-            {"event": "media", "media": {"payload": base64.b64encode(payload).decode()}}
-        ).decode()
+        return dumps({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
 
     def mark(self, name: str) -> str:
-        return orjson.dumps({"event": "mark", "mark": {"name": name}}).decode()
+        return dumps({"event": "mark", "mark": {"name": name}})
 
     def clear(self) -> str:
-        return orjson.dumps({"event": "clear"}).decode()
+        return dumps({"event": "clear"})
 
 
 def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -30,8 +30,7 @@ import base64
 import binascii
 from typing import Any, Final
 
-import orjson
-
+from voicecall.adapters.telephony.stream_message import dumps, read_event
 from voicecall.domain.media import (
     StreamClosed,
     StreamDtmf,
@@ -59,15 +58,7 @@ class TwilioStreamDialect:
         self.stream_id: str | None = None
 
     def parse(self, message: str) -> list[StreamMessage]:
-        try:
-            data = orjson.loads(message)
-        except ValueError:
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        event = data.get("event")
-        if not isinstance(event, str):
-            raise ValueError("a message without an event")
+        event, data = read_event(message)
         if event == "start":
             return [self._start(data)]
         if event not in ("media", "mark", "dtmf", "stop"):
@@ -126,21 +117,19 @@ class TwilioStreamDialect:
         return [StreamMedia(payload=audio)]
 
     def media(self, payload: bytes) -> str:
-        return orjson.dumps(
+        return dumps(
             {
                 "event": "media",
                 "streamSid": self._sid(),
                 "media": {"payload": base64.b64encode(payload).decode("ascii")},
             }
-        ).decode()
+        )
 
     def mark(self, name: str) -> str:
-        return orjson.dumps(
-            {"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}
-        ).decode()
+        return dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}})
 
     def clear(self) -> str:
-        return orjson.dumps({"event": "clear", "streamSid": self._sid()}).decode()
+        return dumps({"event": "clear", "streamSid": self._sid()})
 
     def _sid(self) -> str:
         if self.stream_id is None:
