@@ -52,6 +52,10 @@ def write_config(path: Path, store: Path, **overrides: Any) -> dict[str, Any]:
     return document
 
 
+class _PortTaken(AssertionError):
+    """serve could not bind: someone took the free port between our check and its bind."""
+
+
 class Gateway:
     """One ``voicecall serve`` process and a CLI bound to its config."""
 
@@ -74,6 +78,27 @@ class Gateway:
 
     # Generous: on a loaded two-core machine importing the gateway alone can take 20 s.
     def start(self, timeout: float = 60.0) -> None:
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self._started = True
+                return
+            except _PortTaken:
+                # free_port() only finds a port that was free a moment ago; another process
+                # may take it first. Before the first start nothing depends on the ports yet.
+                if getattr(self, "_started", False) or attempt == 2:
+                    raise
+                self._new_ports()
+
+    def _new_ports(self) -> None:
+        plugin = self.document["plugins"]["entries"]["voice-call"]["config"]
+        plugin["serve"]["port"] = self.webhook_port = free_port()
+        self.document["gateway"]["port"] = self.port = free_port()
+        self.config_path.write_text(
+            "// voicecall e2e config\n" + json.dumps(self.document, indent=2) + "\n"
+        )
+
+    def _start(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicecall", "serve", "--config", str(self.config_path)],
@@ -84,7 +109,11 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"serve exited early:\n{self.log_path.read_text()}")
+                text = self.log_path.read_text()
+                last = text.strip().splitlines()[-1] if text.strip() else ""
+                if "Address already in use" in last:
+                    raise _PortTaken(text)
+                raise AssertionError(f"serve exited early:\n{text}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
                     return
