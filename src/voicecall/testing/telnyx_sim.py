@@ -101,7 +101,7 @@ import httpx
 from nacl.signing import SigningKey
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
-from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
+from voicecall.adapters.websocket import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,
@@ -612,6 +612,7 @@ class TelnyxSimulator:
         return {
             "dials": self.dials,
             "calls": [call.to_json() for call in self.calls.values()],
+            "undelivered": self._undelivered,
             "unavailable": self.unavailable,
         }
 

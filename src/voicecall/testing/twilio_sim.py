@@ -75,7 +75,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
-from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
+from voicecall.adapters.websocket import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,
@@ -134,6 +134,8 @@ class SimCall:
     callbacks: asyncio.Queue[dict[str, str]] = attrs.Factory(asyncio.Queue)
     stream: SimStream | None = None
     """The call's media stream (its handset outlives each socket), once one was connected."""
+    callbacks_done: bool = False
+    """The terminal status callback was answered (or tried): Twilio sends nothing more."""
 
     @property
     def ended(self) -> bool:
@@ -162,6 +164,7 @@ class SimCall:
             "updates": self.updates,
             "statusReads": self.status_reads,
             "streamConnections": self.stream.connections if self.stream is not None else 0,
+            "callbacksDone": self.callbacks_done,
         }
 
 
@@ -674,6 +677,7 @@ class TwilioSimulator:
                 except httpx.HTTPError as err:
                     log.info("twilio sim: status callback failed: %s", err)
             if params.get("CallStatus") in _TERMINAL:
+                call.callbacks_done = True
                 return
 
     def _end(self, call: SimCall, status: str) -> None:
