@@ -26,6 +26,7 @@ from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
 from voicecall.domain.events import (
     CallAnswered,
     CallEnded,
+    CallEvent,
     CallInitiated,
     CallSpeech,
     SpeechPlayed,
@@ -426,6 +427,42 @@ async def test_a_transcript_answers_the_line_played_last_before_it(
     assert await heard_after("t1") == "u1"
     await adapter.parse_webhook(webhook(event("call.speak.ended", {"status": "completed"}, "d2")))
     assert await heard_after("t2") == "u2"
+
+
+@respx.mock
+async def test_after_a_restart_speak_webhooks_still_name_the_lines_telnyx_is_playing(
+    adapter: TelnyxTelephony,
+) -> None:
+    # Before the crash: "One." played, "Two." started, "Three." accepted by Telnyx. A fresh
+    # adapter (the restarted gateway) takes the call back from the store.
+    call = live_call()
+    for position, text in enumerate(("One.", "Two.", "Three."), start=1):
+        call.speech.enqueue(f"u{position}", text, at=0.0)
+    call.speech.mark_started("u1", at=1.0)
+    call.speech.get("u1").finish(at=2.0)  # type: ignore[union-attr]
+    call.speech.mark_started("u2", at=2.0)
+    adapter.restore(call)
+    respx.post(action_url("speak")).mock(return_value=ok())
+    respx.post(action_url("transcription_start")).mock(return_value=ok())
+    # After the restart the agent asks for a fourth line; Telnyx queues it behind the others.
+    await adapter.play(call, prompt(line("u4", "Four.")))
+
+    async def parsed(kind: str, status: str | None, event_id: str) -> CallEvent | None:
+        extra = {"status": status} if status else {}
+        events = await adapter.parse_webhook(webhook(event(kind, extra, event_id)))
+        return events[0] if events else None
+
+    ended_two = await parsed("call.speak.ended", "completed", "r1")
+    assert isinstance(ended_two, SpeechPlayed) and ended_two.utterance_id == "u2"
+    started_three = await parsed("call.speak.started", None, "r2")
+    assert isinstance(started_three, SpeechStarted) and started_three.utterance_id == "u3"
+    ended_three = await parsed("call.speak.ended", "completed", "r3")
+    assert isinstance(ended_three, SpeechPlayed) and ended_three.utterance_id == "u3"
+    started_four = await parsed("call.speak.started", None, "r4")
+    assert isinstance(started_four, SpeechStarted) and started_four.utterance_id == "u4"
+    said = {"transcription_data": {"transcript": "yes", "is_final": True}}
+    [answer] = await adapter.parse_webhook(webhook(event("call.transcription", said, "r5")))
+    assert isinstance(answer, CallSpeech) and answer.heard_after == "u3"
 
 
 @respx.mock

@@ -208,6 +208,10 @@ class TelephonyProvider(Protocol):
     async def status(self, call: Call) -> CarrierStatus:
         """Ask the carrier about the call; ``unknown`` on timeouts and 5xx, never raises."""
 
+    def restore(self, call: Call) -> None:
+        """Take back a live call the store kept across a restart: rebuild what the adapter
+        held for it in memory, from what the store kept (its speech queue, direction)."""
+
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the headers needed to verify are present; checked before the body is read."""
 

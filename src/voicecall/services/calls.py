@@ -1184,6 +1184,7 @@ class CallService:
                         detail="stale: no carrier activity and the carrier status is unknown",
                     )
                 return
+            self.provider.restore(call)
             await self._commit(
                 call,
                 "call.restored",

@@ -363,6 +363,9 @@ class MockTelephony:
         """The carrier's end of a streamed call (tests drop it, read its handset)."""
         return self._streams.get(provider_call_id)
 
+    def restore(self, call: Call) -> None:
+        """Nothing to rebuild: the mock carrier keeps its own calls on disk."""
+
     async def aclose(self) -> None:
         for line in list(self._streams.values()):
             await line.close()

@@ -446,6 +446,10 @@ class PlivoTelephony:
             line.replays.pop(next(iter(line.replays)))
         return _response(body)
 
+    def restore(self, call: Call) -> None:
+        """Nothing to rebuild: Plivo fetches XML from us again (after the running document's
+        wait or listen), and that fetch carries the call."""
+
     async def aclose(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

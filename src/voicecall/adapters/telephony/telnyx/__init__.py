@@ -62,7 +62,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback
+from voicecall.domain.speech import AfterSpeech, Playback, UtteranceState
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -318,6 +318,26 @@ class TelnyxTelephony:
 
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
         return read_webhook(request, self._ledger)
+
+    def restore(self, call: Call) -> None:
+        """Rebuild the call's speak ledger from its stored speech queue.
+
+        Telnyx plays the speaks it accepted in order. The webhooks about lines already
+        played or cut were read before the restart; the lines still pending are the speaks
+        Telnyx has yet to end, in order, and one already playing had its
+        ``call.speak.started`` read. Without this, the first ``call.speak.ended`` after a
+        restart would be read as the end of the next line asked for, which has not played.
+        """
+        if not call.provider_call_id:
+            return
+        pending = call.speech.pending
+        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+        leg = self._ledger.leg(call.provider_call_id)
+        leg.direction = call.direction
+        leg.sent = [u.utterance_id for u in pending]
+        leg.started = sum(1 for u in pending if u.state is UtteranceState.PLAYING)
+        leg.ended = 0
+        leg.last_played = played[-1].utterance_id if played else None
 
     def webhook_response(self, request: WebhookRequest, calls: Sequence[Call]) -> WebhookResponse:
         # Call Control drives the call through REST; the webhook only needs a quick 2xx.

@@ -415,6 +415,10 @@ class TwilioTelephony:
         self._announce(program, sid, started)
         return documents.twiml(document)
 
+    def restore(self, call: Call) -> None:
+        """Nothing to rebuild: Twilio fetches TwiML from us again (a parked call after its
+        pause, a listening one when its Gather ends), and that fetch carries the call."""
+
     async def aclose(self) -> None:
         for timer in self._timers:
             cancel = getattr(timer, "cancel", None)
