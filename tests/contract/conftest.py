@@ -24,7 +24,7 @@ from voicecall.adapters.store.sqlite import SqliteCallStore
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.mock import MockSettings, MockTelephony
 from voicecall.adapters.telephony.mock_stream import MockStream
-from voicecall.adapters.telephony.wsclient import WsConnect
+from voicecall.adapters.websocket import WsConnect
 from voicecall.config import AppConfig, parse_config
 from voicecall.container import call_settings
 from voicecall.domain.call import Call, CallState

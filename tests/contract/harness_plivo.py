@@ -14,7 +14,7 @@ import httpx
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.plivo import PlivoTelephony
-from voicecall.adapters.telephony.wsclient import WsConnect
+from voicecall.adapters.websocket import WsConnect
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock

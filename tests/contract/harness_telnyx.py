@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.telnyx import TelnyxTelephony, encode_client_state
-from voicecall.adapters.telephony.wsclient import WsConnect
+from voicecall.adapters.websocket import WsConnect
 from voicecall.config import AppConfig
 from voicecall.domain.call import Call
 from voicecall.domain.ports import Clock

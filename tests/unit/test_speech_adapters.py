@@ -26,7 +26,7 @@ from voicecall.adapters.speech.openai_realtime import (
 )
 from voicecall.adapters.speech.openai_tts import OpenAiSynthesizer, OpenAiTts
 from voicecall.adapters.speech.phrase_cache import CachedSynthesizer
-from voicecall.adapters.telephony.wsclient import WsConnection
+from voicecall.adapters.websocket import WsConnection
 from voicecall.domain.errors import TransientError, VoiceCallError
 from voicecall.domain.ports import TranscriptEvent, TranscriptKind
 from voicecall.testing.asgi import asgi_websocket_connector

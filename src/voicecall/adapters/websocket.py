@@ -1,19 +1,20 @@
-"""The carrier side of a media stream's WebSocket, for the simulated carriers.
+"""Our client end of a WebSocket: the simulated carriers' media streams and OpenAI realtime.
 
 The offline mock and the shipped simulators open streams to our listener the way a carrier
-does; ``connect_websocket`` does it over the network (the ``websockets`` client), and
-``voicecall.testing.asgi.asgi_websocket_connector`` does it in-process for tests.
+does, and the realtime transcriber opens its session to OpenAI; ``connect_websocket`` does
+either over the network (the ``websockets`` client), and
+``voicecall.testing.asgi.asgi_websocket_connector`` opens a stream in-process for tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-__all__ = ["WsConnect", "WsConnection", "connect_websocket"]
+__all__ = ["WebSocketLink", "WsConnect", "WsConnection", "connect_websocket"]
 
 
 class WsConnection(Protocol):
@@ -28,7 +29,10 @@ class WsConnection(Protocol):
 WsConnect = Callable[[str], Awaitable[WsConnection]]
 
 
-class _Network:
+class WebSocketLink:
+    """A ``websockets`` client connection as a ``WsConnection``: text in and out, and a
+    closed connection read as the end (None) rather than an exception."""
+
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
 
@@ -49,10 +53,16 @@ class _Network:
         await self._socket.close()
 
 
-async def connect_websocket(url: str) -> WsConnection:
-    """Open ``url``; ``ConnectionError`` when it cannot be opened."""
+async def connect_websocket(url: str, headers: Mapping[str, str] | None = None) -> WsConnection:
+    """Open ``url`` (sending ``headers`` with the handshake); ``ConnectionError`` when it
+    cannot be opened."""
     try:
-        socket = await connect(url, open_timeout=10, max_size=2**20)
+        socket = await connect(
+            url,
+            additional_headers=dict(headers) if headers else None,
+            open_timeout=10,
+            max_size=2**20,
+        )
     except (OSError, InvalidHandshake, TimeoutError) as err:
         raise ConnectionError(f"cannot open {url}: {err}") from err
-    return _Network(socket)
+    return WebSocketLink(socket)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection
+from voicecall.adapters.websocket import WsConnect, WsConnection
 
 __all__ = [
     "Background",

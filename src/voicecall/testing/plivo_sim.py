@@ -99,7 +99,7 @@ import httpx
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
 from voicecall.adapters.telephony.handset import HandsetLine, SimulatedHandset
-from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection, connect_websocket
+from voicecall.adapters.websocket import WsConnect, WsConnection, connect_websocket
 from voicecall.testing.asgi import (
     Background,
     Receive,

@@ -33,10 +33,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import attrs
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from voicecall.adapters.telephony.wsclient import WsConnection
+from voicecall.adapters.websocket import WsConnection, connect_websocket
 from voicecall.domain.ports import (
     Clock,
     TranscriptEvent,
@@ -90,36 +88,6 @@ def realtime_url(base_url: str | None) -> str:
     return f"{base}/realtime?intent=transcription"
 
 
-class _Network:
-    def __init__(self, socket: Any) -> None:
-        self._socket = socket
-
-    async def send(self, text: str) -> None:
-        try:
-            await self._socket.send(text)
-        except ConnectionClosed:
-            return
-
-    async def recv(self) -> str | None:
-        try:
-            message = await self._socket.recv()
-        except ConnectionClosed:
-            return None
-        return message if isinstance(message, str) else message.decode("utf-8", "replace")
-
-    async def close(self) -> None:
-        await self._socket.close()
-
-
-async def connect_realtime(url: str, headers: Mapping[str, str]) -> WsConnection:
-    """Open the realtime WebSocket over the network; ``ConnectionError`` when it cannot."""
-    try:
-        socket = await ws_connect(url, additional_headers=dict(headers), open_timeout=10)
-    except (OSError, InvalidHandshake, TimeoutError) as err:
-        raise ConnectionError(f"cannot open {url}: {err}") from err
-    return _Network(socket)
-
-
 def session_update(settings: RealtimeStt) -> dict[str, Any]:
     """The ``session.update`` that makes the connection a transcription session."""
     transcription: dict[str, Any] = {"model": settings.model}
@@ -162,7 +130,7 @@ class OpenAiRealtimeTranscriber:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._connect = connect or connect_realtime
+        self._connect = connect or connect_websocket
 
     async def open(self, call_id: str, on_event: TranscriptHandler) -> RealtimeSession:
         session = RealtimeSession(self, call_id, on_event)

@@ -30,7 +30,7 @@ import attrs
 from voicecall.adapters.store.files import write_private
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.mock_stream import MockStream, MockStreamDialect
-from voicecall.adapters.telephony.wsclient import WsConnect, connect_websocket
+from voicecall.adapters.websocket import WsConnect, connect_websocket
 from voicecall.domain.call import Call, CallDirection, CallState
 from voicecall.domain.errors import CallerError, CarrierRejected, TransientError
 from voicecall.domain.events import (

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.stream_message import read_event
-from voicecall.adapters.telephony.wsclient import WsConnect, WsConnection
+from voicecall.adapters.websocket import WsConnect, WsConnection
 from voicecall.domain.media import (
     StreamClosed,
     StreamDtmf,
