@@ -135,9 +135,20 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
     # uvicorn has no header-read deadline: without this protocol a connection that never
     # finishes its headers is held for ever (benchmarks/door_slow_headers.py).
     http = header_deadline_protocol()
+    # proxy_headers=False: uvicorn would otherwise replace a 127.0.0.1 peer with its
+    # X-Forwarded-For, so a reverse proxy on this host could never be a trusted proxy, and the
+    # client would be whoever the header names. Forwarding headers are ours to judge, by the
+    # webhookSecurity rules (SPEC §4; domain/signed_url.py, domain/client_address.py).
     servers = [
         _Server(
-            uvicorn.Config(app, http=http, log_level="warning", lifespan="off", access_log=False)
+            uvicorn.Config(
+                app,
+                http=http,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                proxy_headers=False,
+            )
         )
         for app in apps
     ]
