@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from voicecall.adapters.store.files import write_private
+from voicecall.adapters.telephony.delivery import EventDelivery
 from voicecall.adapters.telephony.handset import SimulatedHandset
 from voicecall.adapters.telephony.mock_stream import MockStream, MockStreamDialect
 from voicecall.adapters.websocket import WsConnect, connect_websocket
@@ -149,8 +150,7 @@ class MockTelephony:
         self.unavailable = False  # a simulated carrier outage: REST fails, status is unknown
         self.dials: list[dict[str, Any]] = []
         self._calls: dict[str, _SimCall] = {}
-        self._sink: EventSink | None = None
-        self._timers: list[Any] = []
+        self._events = EventDelivery(clock, "mock carrier")
         self._queues: dict[str, list[_Line]] = {}
         self._playing: dict[str, tuple[_Line, Any]] = {}
         self._streams: dict[str, MockStream] = {}
@@ -161,7 +161,7 @@ class MockTelephony:
     # ------------------------------------------------------------------ port
 
     def bind(self, sink: EventSink) -> None:
-        self._sink = sink
+        self._events.bind(sink)
 
     async def dial(self, request: DialRequest) -> DialResult:
         self._check_up()
@@ -186,7 +186,7 @@ class MockTelephony:
                 provider_call_id=provider_call_id,
                 dedupe_key=f"{provider_call_id}:{suffix}",
             )
-            self._later(0.0, event)
+            self._events.later(0.0, event)
         delay = self.settings.answer_delay_ms / 1000
         outcome = self.settings.outcome
         if outcome == "answer":
@@ -224,7 +224,7 @@ class MockTelephony:
             queue.append(_Line(line.utterance_id, line.text, playback.then if last else None))
         if sim.provider_call_id not in self._playing:
             # Started on a later tick, as a carrier would: the service holds the call's lock.
-            self._timers.append(self.clock.schedule(0.0, lambda: self._play_next(sim)))
+            self._events.schedule(0.0, lambda: self._play_next(sim))
 
     async def hangup(self, call: Call, *, reply_to: WebhookRequest | None = None) -> None:
         self._check_up()
@@ -250,7 +250,7 @@ class MockTelephony:
         on a later tick, as a webhook would arrive."""
         self._stop(sim, end_state)
         await self._save()
-        self._later(
+        self._events.later(
             0.0,
             CallEnded(
                 call_id=sim.call_id,
@@ -337,7 +337,7 @@ class MockTelephony:
 
         async def stopped(reason: str) -> None:
             if sim.status == "live":
-                await self._emit(
+                await self._events.emit(
                     StreamStopped(
                         call_id=sim.call_id,
                         provider_call_id=sim.provider_call_id,
@@ -363,16 +363,25 @@ class MockTelephony:
         """The carrier's end of a streamed call (tests drop it, read its handset)."""
         return self._streams.get(provider_call_id)
 
-    def restore(self, call: Call) -> None:
-        """Nothing to rebuild: the mock carrier keeps its own calls on disk."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """The mock carrier lives in our process, so a restart stopped it mid-line too: it
+        plays the pending lines again from the first one not heard whole, in order."""
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None or sim.status != "live" or not pending.lines:
+            return
+        if sim.call_id is None:
+            sim.call_id = call.call_id
+        queue = self._queues.setdefault(sim.provider_call_id, [])
+        for position, line in enumerate(pending.lines):
+            last = position == len(pending.lines) - 1
+            queue.append(_Line(line.utterance_id, line.text, pending.then if last else None))
+        self._events.schedule(0.0, lambda: self._play_next(sim))
 
     async def aclose(self) -> None:
         for line in list(self._streams.values()):
             await line.close()
         self._streams.clear()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        self._events.cancel_all()
         for _line, timer in self._playing.values():
             timer.cancel()
         self._playing.clear()
@@ -455,7 +464,7 @@ class MockTelephony:
         await self._save()
         # Delivered on a later tick, as a carrier's webhook would be: the service may be
         # holding the call's lock while it asks us to answer.
-        self._later(
+        self._events.later(
             0.0,
             CallAnswered(
                 call_id=sim.call_id,
@@ -469,7 +478,7 @@ class MockTelephony:
             return
         self._stop(sim, end_state)
         await self._save()
-        await self._emit(
+        await self._events.emit(
             CallEnded(
                 call_id=sim.call_id,
                 provider_call_id=sim.provider_call_id,
@@ -487,7 +496,7 @@ class MockTelephony:
         self._queues.pop(sim.provider_call_id, None)
         stream = self._streams.get(sim.provider_call_id)
         if stream is not None:
-            self._timers.append(self.clock.schedule(0.0, stream.close))
+            self._events.schedule(0.0, stream.close)
         current = self._playing.pop(sim.provider_call_id, None)
         if current is not None:
             line, timer = current
@@ -509,7 +518,7 @@ class MockTelephony:
         seconds = max(len(line.text.strip()), 1) / self.settings.speech_chars_per_sec
         timer = self.clock.schedule(seconds, lambda: self._line_done(sim, line))
         self._playing[sim.provider_call_id] = (line, timer)
-        self._later(
+        self._events.later(
             0.0,
             SpeechStarted(
                 call_id=sim.call_id,
@@ -527,7 +536,7 @@ class MockTelephony:
         sim.played[-1].update(endedAt=self.clock.now(), whole=True)
         await self._save()
         self._play_next(sim)
-        await self._emit(
+        await self._events.emit(
             SpeechPlayed(
                 call_id=sim.call_id,
                 provider_call_id=sim.provider_call_id,
@@ -544,9 +553,7 @@ class MockTelephony:
         if sim.reply_pending:
             return
         sim.reply_pending = True
-        self._timers.append(
-            self.clock.schedule(self._reply_delay(), lambda: self._callee_turn(sim, utterance_id))
-        )
+        self._events.schedule(self._reply_delay(), lambda: self._callee_turn(sim, utterance_id))
 
     async def _callee_turn(self, sim: _SimCall, heard_after: str) -> None:
         sim.reply_pending = False
@@ -561,7 +568,7 @@ class MockTelephony:
         text = self.settings.replies[sim.replies_used]
         sim.replies_used += 1
         await self._save()
-        await self._emit(
+        await self._events.emit(
             CallSpeech(
                 call_id=sim.call_id,
                 provider_call_id=sim.provider_call_id,
@@ -575,19 +582,6 @@ class MockTelephony:
 
     def _reply_delay(self) -> float:
         return max(self.settings.answer_delay_ms, 50) / 1000
-
-    def _later(self, delay_s: float, event: CallEvent) -> None:
-        self._timers.append(self.clock.schedule(delay_s, lambda: self._emit(event)))
-        if len(self._timers) > 256:
-            self._timers = self._timers[-256:]
-
-    async def _emit(self, event: CallEvent) -> None:
-        if self._sink is None:
-            return
-        try:
-            await self._sink([event])
-        except Exception:
-            log.exception("mock carrier: delivering %s failed", event.type)
 
     def _known(self, call: Call) -> _SimCall:
         sim = self._calls.get(call.provider_call_id or "")

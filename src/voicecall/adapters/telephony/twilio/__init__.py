@@ -8,7 +8,6 @@ Twilio is running now.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ import attrs
 import httpx
 from twilio.twiml.voice_response import VoiceResponse
 
+from voicecall.adapters.telephony.delivery import EventDelivery
 from voicecall.adapters.telephony.twilio import documents
 from voicecall.adapters.telephony.twilio.documents import (
     EMPTY_TWIML,
@@ -49,7 +49,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine, UtteranceState
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -59,8 +59,6 @@ __all__ = [
     "TwilioTelephony",
     "twilio_voice",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -158,10 +156,9 @@ class TwilioTelephony:
         self.wait_pause_s = wait_pause_s
         self.rest = TwilioRest(account_sid, auth_token, api_base_url, http)
         self.urls = WebhookUrls(public_url)
-        self._sink: EventSink | None = None
+        self._events = EventDelivery(clock, "Twilio")
         self._programs: dict[str, _Program] = {}
         self._answering: dict[int, tuple[WebhookRequest, str]] = {}
-        self._timers: list[object] = []
 
     @classmethod
     def from_config(
@@ -190,7 +187,7 @@ class TwilioTelephony:
     # ------------------------------------------------------------------ port: calls
 
     def bind(self, sink: EventSink) -> None:
-        self._sink = sink
+        self._events.bind(sink)
 
     async def dial(self, request: DialRequest) -> DialResult:
         form: list[tuple[str, str]] = [
@@ -415,16 +412,30 @@ class TwilioTelephony:
         self._announce(program, sid, started)
         return documents.twiml(document)
 
-    def restore(self, call: Call) -> None:
-        """Nothing to rebuild: Twilio fetches TwiML from us again (a parked call after its
-        pause, a listening one when its Gather ends), and that fetch carries the call."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """Rebuild the call's program from the lines still pending.
+
+        A line already playing is in the document Twilio runs, which comes back to us when
+        it is said; the lines behind it lived only in our memory and go into the next
+        documents. With nothing pending the call is parked or listening, and a new line
+        goes to Twilio at once by a live update.
+        """
+        sid = call.provider_call_id
+        if not sid:
+            return
+        program = self._program(sid, call.call_id)
+        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
+        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+        started = [line.utterance_id for line in pending.lines if line.utterance_id in playing]
+        program.pending = [line for line in pending.lines if line.utterance_id not in playing]
+        program.after, program.hold_s = pending.then, pending.hangup_after_s
+        program.last_line = (
+            started[-1] if started else (played[-1].utterance_id if played else None)
+        )
+        program.busy = bool(pending.lines)
 
     async def aclose(self) -> None:
-        for timer in self._timers:
-            cancel = getattr(timer, "cancel", None)
-            if cancel is not None:
-                cancel()
-        self._timers.clear()
+        self._events.cancel_all()
         self._programs.clear()
         self._answering.clear()
         await self.rest.aclose()
@@ -475,17 +486,7 @@ class TwilioTelephony:
             utterance_id=utterance_id,
             dedupe_key=f"twilio:{sid}:started:{utterance_id}",
         )
-        self._timers.append(self.clock.schedule(0.0, lambda: self._emit(event)))
-        if len(self._timers) > 256:
-            self._timers = self._timers[-256:]
-
-    async def _emit(self, event: CallEvent) -> None:
-        if self._sink is None:
-            return
-        try:
-            await self._sink([event])
-        except Exception:
-            log.exception("Twilio: delivering %s failed", event.type)
+        self._events.later(0.0, event)
 
     # ------------------------------------------------------------------ state
 
