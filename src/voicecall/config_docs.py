@@ -11,8 +11,30 @@ import sys
 from typing import Any
 
 from voicecall.config_schema import SECTIONS, schema_keys
+from voicecall.openclaw_keys import OPENCLAW_KEYS, OpenClawKey
 
-__all__ = ["render"]
+__all__ = ["OPENCLAW_SECTION", "PLUGIN_ROOT", "render"]
+
+PLUGIN_ROOT = "plugins.entries.voice-call.config"
+OPENCLAW_SECTION = "OpenClaw compatibility"
+
+_OPENCLAW_INTRO = """
+## {title}
+
+Every key of OpenClaw's voice-call schema (`extensions/voice-call/src/config.ts`), below
+`{root}`, with OpenClaw's default and what this
+project does with it. A file written for OpenClaw loads here unchanged.
+
+- **used**: read and acted on, as in OpenClaw;
+- **differs**: read and acted on, deliberately differently (the note says how);
+- **inert**: accepted so a migrated file loads, with no effect here; start-up says so in one
+  line for each such key the file sets.
+
+The `OpenClaw` column of the plugin table above shows the same status (a key inside an object
+OpenClaw takes whole shows the object's); `—` there marks a key of this project only.
+
+| key | OpenClaw default | here | note |
+|---|---|---|---|"""
 
 _HEADER = """# Configuration
 
@@ -38,24 +60,57 @@ def _default(value: Any) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("``", "`")
+
+
+def _openclaw_status(relative: str, by_path: dict[str, OpenClawKey]) -> str:
+    """The OpenClaw column for one of our keys: its own row, else the nearest parent's (a
+    key inside an object OpenClaw takes whole, like ``tts``); ``—`` when OpenClaw lacks it."""
+    parts = relative.split(".")
+    for end in range(len(parts), 0, -1):
+        key = by_path.get(".".join(parts[:end]))
+        if key is not None:
+            return key.status
+    return "—"
+
+
+def _openclaw_section() -> list[str]:
+    out = [_OPENCLAW_INTRO.format(title=OPENCLAW_SECTION, root=PLUGIN_ROOT)]
+    for key in OPENCLAW_KEYS:
+        out.append(
+            f"| `{key.path}` | {_cell(key.openclaw_default)} | {key.status} | {_cell(key.note)} |"
+        )
+    return out
+
+
 def render() -> str:
     """The whole Markdown document."""
     sections = ", ".join(f"`{root}`" for _s, _c, root in SECTIONS)
+    sections += f", and [{OPENCLAW_SECTION}](#openclaw-compatibility)"
     out = [_HEADER.format(sections=sections)]
     keys = schema_keys()
+    by_path = {key.path: key for key in OPENCLAW_KEYS}
     for _section, _cls, root in SECTIONS:
+        plugin = root == PLUGIN_ROOT
+        extra = (" OpenClaw |", "---|") if plugin else ("", "")
         out.append(
-            f"\n## `{root}`\n\n| key | type | default | env | meaning |\n|---|---|---|---|---|"
+            f"\n## `{root}`\n\n| key | type | default | env | meaning |{extra[0]}"
+            f"\n|---|---|---|---|---|{extra[1]}"
         )
         for key in keys:
             if not key.path.startswith(root + "."):
                 continue
+            relative = key.path[len(root) + 1 :]
             env = ", ".join(f"`{name}`" for name in key.env) or "—"
-            doc = key.doc.replace("|", "\\|").replace("``", "`")
-            out.append(
-                f"| `{key.path[len(root) + 1 :]}` | {key.type} | {_default(key.default)} | {env} "
-                f"| {doc} |"
+            row = (
+                f"| `{relative}` | {key.type} | {_default(key.default)} | {env} "
+                f"| {_cell(key.doc)} |"
             )
+            if plugin:
+                row += f" {_openclaw_status(relative, by_path)} |"
+            out.append(row)
+    out.extend(_openclaw_section())
     return "\n".join(out) + "\n"
 
 
