@@ -15,12 +15,12 @@ from typing import Any
 
 import anthropic
 
+from voicecall.adapters.agent.tool_calls import ToolCallAssembler
 from voicecall.domain.conversation import (
     ChatMessage,
     ModelEvent,
     Role,
     TextDelta,
-    ToolCall,
     ToolSpec,
 )
 from voicecall.domain.errors import TransientError, VoiceCallError
@@ -111,7 +111,7 @@ class AnthropicChatModel:
             request["system"] = system
         if specs:
             request["tools"] = specs
-        uses: dict[int, dict[str, str]] = {}
+        uses = ToolCallAssembler(empty_arguments="{}")
         try:
             async with self._client.messages.stream(**request) as stream:
                 async for event in stream:
@@ -120,13 +120,13 @@ class AnthropicChatModel:
                         and event.content_block.type == "tool_use"
                     ):
                         block = event.content_block
-                        uses[event.index] = {"id": block.id, "name": block.name, "json": ""}
+                        uses.add(event.index, call_id=block.id, name=block.name)
                     elif event.type == "content_block_delta":
                         delta = event.delta
                         if delta.type == "text_delta" and delta.text:
                             yield TextDelta(delta.text)
                         elif delta.type == "input_json_delta" and event.index in uses:
-                            uses[event.index]["json"] += delta.partial_json
+                            uses.add(event.index, arguments=delta.partial_json)
         except (
             anthropic.APITimeoutError,
             anthropic.APIConnectionError,
@@ -135,9 +135,8 @@ class AnthropicChatModel:
             raise TransientError(f"the response model is unreachable: {err}") from err
         except anthropic.APIStatusError as err:
             raise VoiceCallError(f"the response model refused: HTTP {err.status_code}") from err
-        for index in sorted(uses):
-            use = uses[index]
-            yield ToolCall(use["id"], use["name"], use["json"] or "{}")
+        for call in uses.calls():
+            yield call
 
     async def aclose(self) -> None:
         await self._client.close()

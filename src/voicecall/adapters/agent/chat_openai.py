@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import openai
 
+from voicecall.adapters.agent.tool_calls import ToolCallAssembler
 from voicecall.domain.conversation import (
     ChatMessage,
     ModelEvent,
     Role,
     TextDelta,
-    ToolCall,
     ToolSpec,
 )
 from voicecall.domain.errors import TransientError, VoiceCallError
@@ -96,7 +96,7 @@ class OpenAIChatModel:
         }
         if tools:
             request["tools"] = openai_tools(tools)
-        calls: dict[int, dict[str, str]] = {}
+        calls = ToolCallAssembler()
         try:
             stream = await self._client.chat.completions.create(**request)
             async with stream:
@@ -106,14 +106,13 @@ class OpenAIChatModel:
                         if delta.content:
                             yield TextDelta(delta.content)
                         for part in delta.tool_calls or ():
-                            slot = calls.setdefault(
-                                part.index, {"id": "", "name": "", "arguments": ""}
+                            function = part.function
+                            calls.add(
+                                part.index,
+                                call_id=part.id,
+                                name=function.name if function is not None else None,
+                                arguments=function.arguments if function is not None else None,
                             )
-                            if part.id:
-                                slot["id"] = part.id
-                            if part.function is not None:
-                                slot["name"] += part.function.name or ""
-                                slot["arguments"] += part.function.arguments or ""
         except (
             openai.APITimeoutError,
             openai.APIConnectionError,
@@ -122,9 +121,8 @@ class OpenAIChatModel:
             raise TransientError(f"the response model is unreachable: {err}") from err
         except openai.APIStatusError as err:
             raise VoiceCallError(f"the response model refused: HTTP {err.status_code}") from err
-        for index in sorted(calls):
-            slot = calls[index]
-            yield ToolCall(slot["id"] or f"call_{index}", slot["name"], slot["arguments"])
+        for call in calls.calls():
+            yield call
 
     async def aclose(self) -> None:
         await self._client.close()
