@@ -59,6 +59,10 @@ class CarrierHarness(Protocol):
         self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
     ) -> TelephonyProvider: ...
 
+    def rebuild(self, config: AppConfig, clock: Clock) -> TelephonyProvider:
+        """A new adapter on the same carrier: the gateway restarted, the carrier did not."""
+        ...
+
     def heard(self, call: Call) -> list[str]:
         """What the callee heard on the call, in order; a line cut off ends in ``—``."""
 
@@ -149,16 +153,18 @@ class MockHarness:
         self, config: AppConfig, clock: Clock, outcome: str, webhook: httpx.AsyncClient
     ) -> MockTelephony:
         self.webhook = webhook
+        self.settings = MockSettings(
+            answer_delay_ms=300,
+            outcome=outcome,
+            replies=REPLIES,
+            barge_in_after_s=self.barge_in_after_s,
+        )
+        return self.rebuild(config, clock)
+
+    def rebuild(self, config: AppConfig, clock: Clock) -> MockTelephony:
+        # The mock carrier lives in the gateway's process: it restarts from its state file.
         self.carrier = MockTelephony(
-            MockSettings(
-                answer_delay_ms=300,
-                outcome=outcome,
-                replies=REPLIES,
-                barge_in_after_s=self.barge_in_after_s,
-            ),
-            clock,
-            self.tmp / "mock-carrier.json",
-            connect_ws=self.connect_ws,
+            self.settings, clock, self.tmp / "mock-carrier.json", connect_ws=self.connect_ws
         )
         return self.carrier
 
@@ -250,11 +256,39 @@ class Line:
         service: CallService,
         webhook: httpx.AsyncClient,
         clock: ScaledClock,
+        *,
+        door: _LateApp,
+        config: AppConfig,
+        store_dir: Path,
     ):
         self.harness = harness
         self.service = service
         self.webhook = webhook
         self.clock = clock
+        self.door = door
+        self.config = config
+        self.store_dir = store_dir
+
+    async def restart(self) -> None:
+        """The gateway stops and starts again on the same store; the carrier goes on.
+
+        The carrier's requests meanwhile wait at the door and reach the new gateway.
+        """
+        self.door.open.clear()
+        await self.service.stop()
+        store = SqliteCallStore(self.store_dir / "store")
+        service = CallService(
+            provider=self.harness.rebuild(self.config, self.clock),
+            store=store,
+            clock=self.clock,
+            responder=RuleBasedResponder(),
+            feed=EventFeed(store),
+            settings=call_settings(self.config),
+        )
+        self.door.app = create_webhook_app(service, self.config)
+        await service.start()
+        self.service = service
+        self.door.open.set()
 
     async def wait_state(self, call_id: str, *wanted: CallState, within: float = 5.0) -> Call:
         deadline = time.monotonic() + within
@@ -341,15 +375,23 @@ async def open_line(
     )
     door.app = create_webhook_app(service, config)
     await service.start()
-    return Line(harness, service, webhook, clock)
+    return Line(harness, service, webhook, clock, door=door, config=config, store_dir=tmp)
 
 
 class _LateApp:
-    """The webhook app, filled in once the service exists (the carrier needs the URL first)."""
+    """The webhook app, filled in once the service exists (the carrier needs the URL first).
 
-    app: Any = None
+    While ``paused``, requests wait at the door, as behind a proxy that holds connections
+    while the gateway restarts, then reach whichever app is set when it resumes.
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.open.wait()
         await self.app(scope, receive, send)
 
 

@@ -75,6 +75,12 @@ class Harness:
         self.adapter = PlivoTelephony.from_config(config, clock, self.rest)
         return self.adapter
 
+    def rebuild(self, config: AppConfig, clock: Clock) -> PlivoTelephony:
+        # A new process: its own connection to the same (still running) carrier.
+        self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._sim()))
+        self.adapter = PlivoTelephony.from_config(config, clock, self.rest)
+        return self.adapter
+
     def _sim(self) -> PlivoSimulator:
         assert self.sim is not None, "build() first"
         return self.sim

@@ -100,6 +100,11 @@ class Harness:
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TelnyxTelephony.from_config(config, clock, http=self.rest)
 
+    def rebuild(self, config: AppConfig, clock: Clock) -> TelnyxTelephony:
+        # A new process: its own connection to the same (still running) carrier.
+        self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._sim()))
+        return TelnyxTelephony.from_config(config, clock, http=self.rest)
+
     def _sim(self) -> TelnyxSimulator:
         assert self.sim is not None, "build() first"
         return self.sim

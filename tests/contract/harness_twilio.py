@@ -93,6 +93,11 @@ class Harness:
         self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim))
         return TwilioTelephony.from_config(config, clock, http=self.rest)
 
+    def rebuild(self, config: AppConfig, clock: Clock) -> TwilioTelephony:
+        # A new process: its own connection to the same (still running) carrier.
+        self.rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._sim()))
+        return TwilioTelephony.from_config(config, clock, http=self.rest)
+
     def _sim(self) -> TwilioSimulator:
         assert self.sim is not None
         return self.sim

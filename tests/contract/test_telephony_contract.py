@@ -7,6 +7,7 @@ cannot skip the suite.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,35 @@ async def test_the_caller_hanging_up_ends_the_call_as_hangup_user(line: Line) ->
         call.call_id, CallState.HANGUP_USER, CallState.COMPLETED, CallState.HANGUP_BOT
     )
     assert final.state is CallState.HANGUP_USER
+
+
+async def test_a_restart_mid_speech_leaves_every_line_heard_once_in_order(line: Line) -> None:
+    """The gateway restarts while the first of three lines plays: the carrier goes on, and
+    the restarted gateway knows which line each report is about and plays the rest."""
+    call = await line.service.initiate(CALLEE, OPENING, "conversation")
+    await line.wait_state(call.call_id, CallState.LISTENING, within=10)
+    lines = [LONG, "The second line.", "The third line."]
+    for text in lines:
+        await line.service.speak(call.call_id, text)
+    await line.wait_for(lambda: _is_playing(line, call.call_id, LONG), within=10)
+    await line.restart()
+
+    async def all_played() -> bool:
+        live = await _call(line, call.call_id)
+        return all(u.state is UtteranceState.PLAYED for u in live.speech)
+
+    await line.wait_for(all_played, within=20)
+    live = await _call(line, call.call_id)
+    assert line.harness.heard(live) == [OPENING, *lines]
+    assert [u.text for u in live.speech] == [OPENING, *lines]
+    bot = [t.text for t in live.transcript if t.speaker is Speaker.BOT]
+    assert bot == [OPENING, *lines]
+    played = [h for h in line.harness.played(live) if h.whole]
+    for earlier, later in itertools.pairwise(played):
+        assert later.started_at >= (earlier.ended_at or 0)  # never two at once
+    await line.service.end(call.call_id)
+
+
+async def _is_playing(line: Line, call_id: str, text: str) -> bool:
+    live = await _call(line, call_id)
+    return any(u.text == text and u.state is UtteranceState.PLAYING for u in live.speech)

@@ -208,9 +208,14 @@ class TelephonyProvider(Protocol):
     async def status(self, call: Call) -> CarrierStatus:
         """Ask the carrier about the call; ``unknown`` on timeouts and 5xx, never raises."""
 
-    def restore(self, call: Call) -> None:
-        """Take back a live call the store kept across a restart: rebuild what the adapter
-        held for it in memory, from what the store kept (its speech queue, direction)."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """Take back a live call the store kept across a restart.
+
+        ``pending`` holds the call's lines not yet played whole or cut, in order (the first
+        may be playing now), and what follows them. The adapter rebuilds what it kept in
+        memory so that each line is heard once, in order, and the carrier's reports about
+        them are read as the right lines.
+        """
 
     def has_signature_headers(self, header_names: Iterable[str]) -> bool:
         """Whether the headers needed to verify are present; checked before the body is read."""

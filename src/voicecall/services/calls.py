@@ -779,15 +779,8 @@ class CallService:
                 runtime.stream_attempts,
             )
             await self._commit(call, "stream.native", {"attempts": runtime.stream_attempts})
-        pending = call.speech.pending
-        if pending:
-            playback = Playback(
-                lines=tuple(
-                    SpokenLine(u.utterance_id, u.text, self.settings.voice) for u in pending
-                ),
-                then=_after_for(call),
-                hangup_after_s=self.settings.outbound.notify_hangup_delay_sec,
-            )
+        playback = self._pending_playback(call)
+        if playback.lines:
             try:
                 await self.provider.play(call, playback, reply_to=reply_to)
             except VoiceCallError as err:
@@ -1184,13 +1177,24 @@ class CallService:
                         detail="stale: no carrier activity and the carrier status is unknown",
                     )
                 return
-            self.provider.restore(call)
+            self.provider.restore(call, self._pending_playback(call))
             await self._commit(
                 call,
                 "call.restored",
                 {"carrierStatus": status.kind.value, "state": call.state.value},
             )
             self._rearm(call, runtime, now)
+
+    def _pending_playback(self, call: Call) -> Playback:
+        """The call's lines not yet played whole or cut, in order, and what follows them."""
+        return Playback(
+            lines=tuple(
+                SpokenLine(u.utterance_id, u.text, self.settings.voice)
+                for u in call.speech.pending
+            ),
+            then=_after_for(call),
+            hangup_after_s=self.settings.outbound.notify_hangup_delay_sec,
+        )
 
     def _rearm(self, call: Call, runtime: _Runtime, now: float) -> None:
         if call.state.is_connected and call.answered_at is not None:

@@ -363,8 +363,19 @@ class MockTelephony:
         """The carrier's end of a streamed call (tests drop it, read its handset)."""
         return self._streams.get(provider_call_id)
 
-    def restore(self, call: Call) -> None:
-        """Nothing to rebuild: the mock carrier keeps its own calls on disk."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """The mock carrier lives in our process, so a restart stopped it mid-line too: it
+        plays the pending lines again from the first one not heard whole, in order."""
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None or sim.status != "live" or not pending.lines:
+            return
+        if sim.call_id is None:
+            sim.call_id = call.call_id
+        queue = self._queues.setdefault(sim.provider_call_id, [])
+        for position, line in enumerate(pending.lines):
+            last = position == len(pending.lines) - 1
+            queue.append(_Line(line.utterance_id, line.text, pending.then if last else None))
+        self._events.schedule(0.0, lambda: self._play_next(sim))
 
     async def aclose(self) -> None:
         for line in list(self._streams.values()):

@@ -62,7 +62,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback
+from voicecall.domain.speech import AfterSpeech, Playback, UtteranceState
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 from . import documents
@@ -446,9 +446,35 @@ class PlivoTelephony:
             line.replays.pop(next(iter(line.replays)))
         return _response(body)
 
-    def restore(self, call: Call) -> None:
-        """Nothing to rebuild: Plivo fetches XML from us again (after the running document's
-        wait or listen), and that fetch carries the call."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """Rebuild the call's queue from the lines still pending.
+
+        A line already playing is in the document Plivo runs: its next fetch (whose token we
+        no longer know, so any fetch is taken as current) confirms it and takes the rest of
+        the queue, which lived only in our memory. With nothing pending the call is parked
+        or listening, and a new line makes Plivo fetch at once.
+        """
+        line = self._line_for(call)
+        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
+        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+        waiting = [spoken for spoken in pending.lines if spoken.utterance_id not in playing]
+        line.queue = [
+            _Queued(
+                spoken.utterance_id,
+                spoken.text,
+                spoken.voice,
+                pending.then if position == len(waiting) - 1 else None,
+                pending.hangup_after_s,
+            )
+            for position, spoken in enumerate(waiting)
+        ]
+        started = [
+            spoken.utterance_id for spoken in pending.lines if spoken.utterance_id in playing
+        ]
+        line.unconfirmed = started[-1] if started else None
+        line.last_line = line.unconfirmed or (played[-1].utterance_id if played else None)
+        line.after, line.hold_s = pending.then, pending.hangup_after_s
+        line.listen_open = pending.then is AfterSpeech.LISTEN
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)

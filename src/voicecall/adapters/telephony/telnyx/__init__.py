@@ -319,23 +319,23 @@ class TelnyxTelephony:
     async def parse_webhook(self, request: WebhookRequest) -> Sequence[CallEvent]:
         return read_webhook(request, self._ledger)
 
-    def restore(self, call: Call) -> None:
-        """Rebuild the call's speak ledger from its stored speech queue.
+    def restore(self, call: Call, pending: Playback) -> None:
+        """Rebuild the call's speak ledger from the lines still pending.
 
-        Telnyx plays the speaks it accepted in order. The webhooks about lines already
-        played or cut were read before the restart; the lines still pending are the speaks
-        Telnyx has yet to end, in order, and one already playing had its
+        Telnyx plays the speaks it accepted in order and keeps them across our restart. The
+        webhooks about lines already played or cut were read before it; the pending lines
+        are the speaks Telnyx has yet to end, in order, and one already playing had its
         ``call.speak.started`` read. Without this, the first ``call.speak.ended`` after a
         restart would be read as the end of the next line asked for, which has not played.
         """
         if not call.provider_call_id:
             return
-        pending = call.speech.pending
+        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
         played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
         leg = self._ledger.leg(call.provider_call_id)
         leg.direction = call.direction
-        leg.sent = [u.utterance_id for u in pending]
-        leg.started = sum(1 for u in pending if u.state is UtteranceState.PLAYING)
+        leg.sent = [line.utterance_id for line in pending.lines]
+        leg.started = sum(1 for line in pending.lines if line.utterance_id in playing)
         leg.ended = 0
         leg.last_played = played[-1].utterance_id if played else None
 

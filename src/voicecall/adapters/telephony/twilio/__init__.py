@@ -49,7 +49,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine, UtteranceState
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -412,9 +412,27 @@ class TwilioTelephony:
         self._announce(program, sid, started)
         return documents.twiml(document)
 
-    def restore(self, call: Call) -> None:
-        """Nothing to rebuild: Twilio fetches TwiML from us again (a parked call after its
-        pause, a listening one when its Gather ends), and that fetch carries the call."""
+    def restore(self, call: Call, pending: Playback) -> None:
+        """Rebuild the call's program from the lines still pending.
+
+        A line already playing is in the document Twilio runs, which comes back to us when
+        it is said; the lines behind it lived only in our memory and go into the next
+        documents. With nothing pending the call is parked or listening, and a new line
+        goes to Twilio at once by a live update.
+        """
+        sid = call.provider_call_id
+        if not sid:
+            return
+        program = self._program(sid, call.call_id)
+        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
+        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+        started = [line.utterance_id for line in pending.lines if line.utterance_id in playing]
+        program.pending = [line for line in pending.lines if line.utterance_id not in playing]
+        program.after, program.hold_s = pending.then, pending.hangup_after_s
+        program.last_line = (
+            started[-1] if started else (played[-1].utterance_id if played else None)
+        )
+        program.busy = bool(pending.lines)
 
     async def aclose(self) -> None:
         self._events.cancel_all()
