@@ -8,7 +8,6 @@ from urllib.parse import urlsplit, urlunsplit
 from dependency_injector import containers, providers
 
 from voicecall.adapters.agent.models import ModelRoute, build_chat_model, resolve_model
-from voicecall.adapters.agent.openai import OpenAIResponder
 from voicecall.adapters.agent.rules import RuleBasedResponder
 from voicecall.adapters.clock import SystemClock
 from voicecall.adapters.speech.wiring import build_synthesizer, build_transcriber, speech_plan
@@ -256,12 +255,9 @@ class Container(containers.DeclarativeContainer):
         twilio=providers.Singleton(TwilioTelephony.from_config, app_config, clock),
     )
 
-    # The offline rule-based responder answers unless a responseModel is configured.
-    responder = providers.Selector(
-        providers.Callable(lambda c: "model" if c.voice.response_model else "rules", app_config),
-        rules=providers.Singleton(RuleBasedResponder),
-        model=providers.Singleton(OpenAIResponder.from_config, app_config),
-    )
+    # The agent (responseModel, attached by _with_agent) answers callers; the service's
+    # responder only answers when it runs without one, which the container never builds.
+    responder = providers.Singleton(RuleBasedResponder)
 
     # Who speaks and hears streamed calls: the domain's rules (SPEC §6) over the config.
     speech_plan = providers.Singleton(_speech_plan, app_config)
