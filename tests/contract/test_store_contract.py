@@ -106,7 +106,7 @@ async def test_prune_drops_old_log_entries_and_old_ended_calls_only(store: CallS
     old_live = _call("old-live", 5.0)
     await store.save(old_live)
     await store.save(_call("new", 55.0))
-    assert await store.count_live() == 2
+    assert len(await store.list_calls(live_only=True)) == 2
     assert await store.prune(before=40.0, max_events=2) == 3
     assert [r.at for r in await store.log_since(0)] == [60.0, 70.0]
     assert await store.get("old-live") is not None
@@ -117,11 +117,11 @@ async def test_prune_drops_old_log_entries_and_old_ended_calls_only(store: CallS
     assert seq == 6
 
 
-async def test_count_live_follows_saves(store: CallStore) -> None:
+async def test_the_live_list_follows_saves(store: CallStore) -> None:
     call = _call("a", 1.0)
     await store.save(call)
     await store.save(_call("b", 2.0))
-    assert await store.count_live() == 2
+    assert [c.call_id for c in await store.list_calls(live_only=True)] == ["b", "a"]
     call.transition(CallState.COMPLETED, 3.0)
     await store.save(call)
-    assert await store.count_live() == 1
+    assert [c.call_id for c in await store.list_calls(live_only=True)] == ["b"]

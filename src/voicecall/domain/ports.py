@@ -307,9 +307,6 @@ class CallStore(Protocol):
     async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
         """Calls newest first."""
 
-    async def count_live(self) -> int:
-        """How many calls are live; cheap however many there are (capacity checks)."""
-
     async def prune(self, before: float, max_events: int) -> int:
         """Drop event-log entries older than ``before`` or beyond the newest ``max_events``,
         and calls that ended before ``before``; returns how many log entries went. Sequence

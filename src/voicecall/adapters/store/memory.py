@@ -42,9 +42,6 @@ class MemoryCallStore:
                 return call_from_dict(record)
         return None
 
-    async def count_live(self) -> int:
-        return sum(1 for record in self._calls.values() if call_from_dict(record).is_live)
-
     async def prune(self, before: float, max_events: int) -> int:
         kept = [r for r in self._log if r.at >= before][-max_events:] if max_events else []
         removed = len(self._log) - len(kept)

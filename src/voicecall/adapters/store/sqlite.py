@@ -196,9 +196,6 @@ class SqliteCallStore:
         )
         return call_from_dict(json.loads(row[0])) if row else None
 
-    async def count_live(self) -> int:
-        return len(self._live)
-
     async def list_calls(self, *, live_only: bool = False, limit: int = 100) -> list[Call]:
         if live_only:
             live = [self._records[call_id] for call_id in self._live]
