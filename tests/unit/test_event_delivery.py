@@ -15,7 +15,8 @@ def answered(n: int) -> CallAnswered:
     return CallAnswered(call_id=f"c{n}", provider_call_id=f"p{n}", dedupe_key=f"p{n}:answered")
 
 
-async def test_later_delivers_on_the_clock_not_before() -> None:
+def bound() -> tuple[FakeClock, EventDelivery, list[CallEvent]]:
+    """A delivery on a fake clock, bound to a sink that keeps what it is given."""
     clock = FakeClock()
     delivery = EventDelivery(clock, "test carrier")
     got: list[CallEvent] = []
@@ -24,6 +25,11 @@ async def test_later_delivers_on_the_clock_not_before() -> None:
         got.extend(events)
 
     delivery.bind(sink)
+    return clock, delivery, got
+
+
+async def test_later_delivers_on_the_clock_not_before() -> None:
+    clock, delivery, got = bound()
     delivery.later(1.0, answered(1))
     await clock.advance(0.5)
     assert got == []
@@ -46,14 +52,7 @@ async def test_nothing_bound_drops_and_a_failing_sink_is_logged(
 
 
 async def test_cancel_all_stops_what_has_not_fired_and_the_list_stays_bounded() -> None:
-    clock = FakeClock()
-    delivery = EventDelivery(clock, "test carrier")
-    got: list[CallEvent] = []
-
-    async def sink(events: Sequence[CallEvent]) -> None:
-        got.extend(events)
-
-    delivery.bind(sink)
+    clock, delivery, got = bound()
     for n in range(300):
         delivery.later(0.0, answered(n))
     await clock.advance(0.0)
