@@ -42,13 +42,13 @@ Operators point the Plivo application's Answer URL and Hangup URL (method POST) 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import attrs
 import httpx
 
+from voicecall.adapters.telephony.delivery import EventDelivery
 from voicecall.config import AppConfig, url_trust_settings
 from voicecall.domain.call import Call
 from voicecall.domain.errors import CallerError, CarrierRejected, VoiceCallError
@@ -102,7 +102,6 @@ __all__ = [
     "native_voice",
 ]
 
-log = logging.getLogger(__name__)
 
 _MAX_LINES: Final = 2000
 _REPLAYS_KEPT: Final = 4
@@ -197,7 +196,7 @@ class PlivoTelephony:
         self._listen_timeout_s = min(max(int(listen_timeout_s), 5), 60)
         self._lines: dict[str, _Line] = {}
         self._by_uuid: dict[str, str] = {}
-        self._sink: EventSink | None = None
+        self._events = EventDelivery(clock, "plivo")
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -235,7 +234,7 @@ class PlivoTelephony:
 
     def bind(self, sink: EventSink) -> None:
         # speech.started is learned when we hand Plivo a document, outside its webhook's events.
-        self._sink = sink
+        self._events.bind(sink)
 
     async def dial(self, request: DialRequest) -> DialResult:
         body = {
@@ -566,18 +565,11 @@ class PlivoTelephony:
 
     def _announce(self, call: Call, utterance_id: str) -> None:
         """speech.started: the document holding the line is on its way to Plivo."""
-        sink = self._sink
-        if sink is None:
-            return
         event = started_event(call.call_id, call.provider_call_id or "", utterance_id)
-        task = asyncio.ensure_future(sink([event]))
+        # At once, not on a clock tick: aclose awaits it (a failing sink is logged by emit).
+        task = asyncio.ensure_future(self._events.emit(event))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("plivo: reporting speech.started failed", exc_info=task.exception())
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ lines
 
