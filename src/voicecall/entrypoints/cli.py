@@ -7,7 +7,12 @@ command shares (README "Exit codes"): 0 ok, 1 refused or not found, 2 usage or c
 3 the gateway is unreachable.
 
 Global options (``--config``, ``--json``, ``--version``) work before or after the subcommand.
-Imports are kept to what the command needs, so ``voicecall status`` starts quickly.
+
+Imports are kept to what the command needs, so ``voicecall status`` starts in under 100 ms
+(``benchmarks/cli_startup.py``): this module imports only the standard library and the gateway
+client at the top; the commands that talk to a running gateway read their few settings with
+:mod:`voicecall.client_settings` and fall back to the full loader (attrs/cattrs, imported here
+only then) when that quick read cannot decide. ``tests/unit/test_cli_imports.py`` guards this.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall import __version__
-from voicecall.config import AppConfig, ConfigError, load_config
+from voicecall.client_settings import ClientSettings, client_settings, read_client_settings
 from voicecall.entrypoints.client import (
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
@@ -35,6 +40,9 @@ from voicecall.entrypoints.output import (
     format_payload,
     wants_json,
 )
+
+if TYPE_CHECKING:
+    from voicecall.config import AppConfig
 
 __all__ = ["main"]
 
@@ -54,16 +62,37 @@ def _text(value: str) -> str:
     return value
 
 
-def _long_timeout(config: AppConfig) -> float:
-    voice = config.voice
-    return (voice.transcript_timeout_ms + voice.ring_timeout_ms) / 1000 + 30
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it, without importing shutil.
+
+    argparse builds a help formatter for every ``add_argument`` (to check metavars), and the
+    default one imports ``shutil`` (and with it ``bz2`` and ``lzma``) to learn the width.
+    """
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the terminal width found cheaply; subcommand parsers are of this class too."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # The CLI uses argparse's default formatter everywhere.
+        return argparse.HelpFormatter(self.prog, width=_columns())
 
 
 def _parser() -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the subcommand is not overwritten by the subcommand's
     # own (absent) copy of it, so `voicecall --config F list` and `voicecall list --config F`
     # mean the same.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
@@ -78,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--version", action="version", version=f"voicecall {__version__}")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="voicecall", description="Give an AI agent a telephone.", parents=[common]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -304,9 +333,9 @@ def _run(args: argparse.Namespace) -> int:
         from voicecall.entrypoints.doctor import run_doctor_command
 
         return run_doctor_command(_config_path(args), os.environ, as_json=as_json)
-    config = load_config(_config_path(args), os.environ)
-    for warning in getattr(config, "warnings", ()):
-        print(f"voicecall: warning: {warning}", file=sys.stderr)
+    if args.command in _GATEWAY_COMMANDS:
+        return _gateway_command(args, as_json, _client_settings(args))
+    config = _load_config(args)
     if args.command == "serve":
         from voicecall.entrypoints.server import serve
 
@@ -323,7 +352,32 @@ def _run(args: argparse.Namespace) -> int:
         except ExposeError as err:
             raise ClientError(str(err)) from None
         return 0
-    client = GatewayClient(config)
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+# The commands that only talk to a running gateway: they need its address and token, no more.
+_GATEWAY_COMMANDS = frozenset(
+    {"call", "continue", "speak", "end", "status", "list", "tail", "pairing", "simulate"}
+)
+
+
+def _load_config(args: argparse.Namespace) -> AppConfig:
+    """The full loader: every key validated, warnings printed."""
+    from voicecall.config import load_config
+
+    config = load_config(_config_path(args), os.environ)
+    for warning in getattr(config, "warnings", ()):
+        print(f"voicecall: warning: {warning}", file=sys.stderr)
+    return config
+
+
+def _client_settings(args: argparse.Namespace) -> ClientSettings:
+    quick = read_client_settings(_config_path(args), os.environ)
+    return quick if quick is not None else client_settings(_load_config(args))
+
+
+def _gateway_command(args: argparse.Namespace, as_json: bool, settings: ClientSettings) -> int:
+    client = GatewayClient(settings)
     if args.command == "call":
         if not args.message and not args.agent:
             raise ClientError("call needs --message, or --agent GOAL", 2)
@@ -342,7 +396,7 @@ def _run(args: argparse.Namespace) -> int:
             client.call(
                 "voicecall.continue",
                 {"callId": args.call_id, "message": args.message},
-                timeout=_long_timeout(config),
+                timeout=settings.reply_timeout_s,
             ),
             args,
         )
@@ -351,7 +405,7 @@ def _run(args: argparse.Namespace) -> int:
             client.call(
                 "voicecall.speak",
                 {"callId": args.call_id, "message": args.message},
-                timeout=_long_timeout(config),
+                timeout=settings.reply_timeout_s,
             ),
             args,
         )
@@ -387,11 +441,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except ConfigError as err:
-        print(f"voicecall: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except ClientError as err:
         print(f"voicecall: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        # Only a command that ran the full loader can get here with a ConfigError, so the
+        # config module is imported for the check, not at start-up.
+        from voicecall.config import ConfigError
+
+        if not isinstance(err, ConfigError):
+            raise
+        print(f"voicecall: {err}", file=sys.stderr)
+        return EXIT_USAGE

@@ -2,23 +2,27 @@
 
 The CLI, the demo and ``expose`` share it, so no entrypoint reaches into another's internals.
 
-The synchronous client speaks HTTP/1.1 with the standard library's ``http.client``: a CLI
-command makes one loopback request, and importing an HTTP framework for it cost more than the
-request itself (``voicecall status`` must start in well under 100 ms). The async client, used by
-the long-lived MCP server, keeps a pooled ``httpx`` connection and imports it only when built.
+The synchronous client writes its one HTTP/1.1 request on a plain socket: a CLI command makes
+one loopback request, and importing an HTTP library for it (``httpx``, even ``http.client`` with
+the ``email`` parser it pulls in) cost more than the request itself, while ``voicecall status``
+must start in under 100 ms. It takes a :class:`~voicecall.client_settings.ClientSettings`, not
+the whole configuration, so a command can build it without the attrs/cattrs schema. The async
+client, used by the long-lived MCP server, keeps a pooled ``httpx`` connection and imports it
+only when built.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 from typing import TYPE_CHECKING, Any
 
-from voicecall.config import AppConfig
-from voicecall.entrypoints.token import read_gateway_token
+from voicecall.client_settings import ClientSettings, client_settings
 
 if TYPE_CHECKING:
     import httpx
+
+    from voicecall.config import AppConfig
 
 __all__ = [
     "EXIT_NOT_FOUND",
@@ -69,47 +73,134 @@ def connect_host(bind: str) -> str:
 class GatewayClient:
     """A small synchronous RPC client for the gateway listener."""
 
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        host = connect_host(config.gateway.bind)
+    def __init__(self, settings: ClientSettings) -> None:
+        host = connect_host(settings.bind)
+        self.settings = settings
         self._host = host.strip("[]")
-        self._port = config.gateway.port
-        self.base_url = f"http://{host}:{config.gateway.port}"
-        self.ws_url = f"ws://{host}:{config.gateway.port}/events"
-        self.token = read_gateway_token(config)
+        self._host_header = f"{host}:{settings.port}"
+        self._port = settings.port
+        self.base_url = f"http://{host}:{settings.port}"
+        self.ws_url = f"ws://{host}:{settings.port}/events"
+        self.token = settings.token
+
+    @classmethod
+    def for_config(cls, config: AppConfig) -> GatewayClient:
+        """The client for a fully loaded configuration."""
+        return cls(client_settings(config))
 
     def call(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """Run one RPC method; returns the payload or raises ``ClientError``."""
         body = json.dumps({"method": method, "params": params}).encode()
-        headers = {"Content-Type": "application/json", **_headers(self.token)}
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=5.0)
+        request = _request_head(self._host_header, len(body), self.token) + body
         try:
-            try:
-                connection.connect()
-            except OSError as err:
-                raise _unreachable(self.base_url, err) from None
+            # An ASCII host goes down as bytes: a str is encoded with the "idna" codec, whose
+            # import (with stringprep) costs more start-up time than the request.
+            host = self._host.encode() if self._host.isascii() else self._host
+            # (getaddrinfo takes bytes; typeshed only lists str.)
+            connection = socket.create_connection((host, self._port), timeout=5.0)  # type: ignore[arg-type]
+        except OSError as err:
+            raise _unreachable(self.base_url, err) from None
+        with connection:
             # Connected: from here the answer may take as long as the method needs.
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout)
+            connection.settimeout(timeout)
             try:
-                connection.request("POST", "/rpc", body=body, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
+                connection.sendall(request)
+                status, raw = _read_response(connection)
             except TimeoutError:
                 raise ClientError(
                     f"the gateway at {self.base_url} did not answer in time",
                     EXIT_UNREACHABLE,
                     code=GATEWAY_UNAVAILABLE,
                 ) from None
-            except (OSError, http.client.HTTPException) as err:
+            except (OSError, _BadResponse) as err:
                 raise ClientError(
                     f"lost the gateway at {self.base_url}: {err}",
                     EXIT_UNREACHABLE,
                     code=GATEWAY_UNAVAILABLE,
                 ) from None
-        finally:
-            connection.close()
-        return _payload(response.status, raw)
+        return _payload(status, raw)
+
+
+class _BadResponse(Exception):
+    """The bytes that came back are not an HTTP/1.1 response."""
+
+
+def _request_head(host: str, length: int, token: str | None) -> bytes:
+    lines = [
+        "POST /rpc HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {length}",
+        "Connection: close",
+    ]
+    if token:
+        # A token is sent as a header value: a control or non-ASCII character would corrupt the
+        # request (or be refused by the gateway as garbage), so it is refused here, clearly.
+        if not token.isascii() or not token.isprintable():
+            raise ClientError(
+                "the gateway token contains characters that cannot be sent in an HTTP header "
+                "(check gateway.auth.token)",
+                EXIT_USAGE,
+                code="bad_token",
+            )
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def _read_response(connection: socket.socket) -> tuple[int, bytes]:
+    """Status and body of the one response (RFC 9112: Content-Length, chunked, or to close)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise _BadResponse("the connection closed before the response headers")
+        buffer += chunk
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise _BadResponse(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower().endswith("chunked"):
+        return int(parts[1]), _dechunk(connection, body)
+    length = headers.get("content-length")
+    if length is not None and length.isdigit():
+        while len(body) < int(length):
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise _BadResponse("the connection closed mid-body")
+            body += chunk
+        return int(parts[1]), body[: int(length)]
+    while chunk := connection.recv(65536):
+        body += chunk
+    return int(parts[1]), body
+
+
+def _dechunk(connection: socket.socket, buffer: bytes) -> bytes:
+    body = b""
+    while True:
+        while b"\r\n" not in buffer:
+            more = connection.recv(65536)
+            if not more:
+                raise _BadResponse("the connection closed mid-chunk")
+            buffer += more
+        size_line, _, buffer = buffer.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _BadResponse("a malformed chunk size") from None
+        if size == 0:
+            return body
+        while len(buffer) < size + 2:
+            more = connection.recv(65536)
+            if not more:
+                raise _BadResponse("the connection closed mid-chunk")
+            buffer += more
+        body += buffer[:size]
+        buffer = buffer[size + 2 :]
 
 
 class AsyncGatewayClient:
@@ -122,7 +213,7 @@ class AsyncGatewayClient:
     def __init__(self, config: AppConfig) -> None:
         import httpx
 
-        sync = GatewayClient(config)
+        sync = GatewayClient.for_config(config)
         self.base_url = sync.base_url
         self.ws_url = sync.ws_url
         self.token = sync.token

@@ -417,13 +417,13 @@ def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 def _connect(config: Any, server: subprocess.Popen[bytes], log_path: Path) -> GatewayClient:
     deadline = time.monotonic() + 30
-    client = GatewayClient(config)
+    client = GatewayClient.for_config(config)
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise ClientError(f"the gateway exited early (code {server.returncode})")
         try:
             if httpx.get(f"{client.base_url}/health", timeout=0.5).status_code == 200:
-                return GatewayClient(config)  # re-read: the token file exists now
+                return GatewayClient.for_config(config)  # re-read: the token file exists now
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
