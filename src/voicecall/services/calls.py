@@ -465,10 +465,13 @@ class CallService:
         if not call.is_live:
             raise InvalidCallState(f"the call has already ended ({call.state.value})")
         runtime = self._runtime_for(call_id)
-        async with runtime.lock:
-            call = await self._require(call_id)
-            if call.is_live:
-                await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
+        try:
+            async with runtime.lock:
+                call = await self._require(call_id)
+                if call.is_live:
+                    await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
+        finally:
+            self._release(call, runtime)
         return call
 
     # ------------------------------------------------------------------ the agent's hands
@@ -579,18 +582,21 @@ class CallService:
         if call is None:
             log.info("ignoring %s for an unknown call (%s)", event.type, event.provider_call_id)
             return None
-        runtime = self._runtime_for(call.call_id)
-        async with runtime.lock:
-            call = await self._require(call.call_id)
-            if not await self.store.remember_event(event.key(), self.clock.now()):
-                log.debug("ignoring repeated event %s", event.key())
-                return call
-            try:
-                await self._apply_to_call(call, runtime, event, reply_to)
-            except TransientError:
-                # Not committed: the carrier's retry (it gets a 503) must apply it again.
-                await self.store.forget_event(event.key())
-                raise
+        runtime = self._runtime_of(call)
+        try:
+            async with runtime.lock:
+                call = await self._require(call.call_id)
+                if not await self.store.remember_event(event.key(), self.clock.now()):
+                    log.debug("ignoring repeated event %s", event.key())
+                    return call
+                try:
+                    await self._apply_to_call(call, runtime, event, reply_to)
+                except TransientError:
+                    # Not committed: the carrier's retry (it gets a 503) must apply it again.
+                    await self.store.forget_event(event.key())
+                    raise
+        finally:
+            self._release(call, runtime)
         return call
 
     async def _resolve(self, event: CallEvent) -> Call | None:
@@ -900,10 +906,12 @@ class CallService:
         if reply is None:
             log.warning("call %s: the responder did not answer in time", call_id)
             reply = _APOLOGY
-        runtime = self._runtime_for(call_id)
+        # The call may have ended while the responder thought: no runtime is made for it then.
+        runtime = self._runtime_of(await self._require(call_id))
         async with runtime.lock:
             call = await self._require(call_id)
             if not call.is_live:
+                self._release(call, runtime)
                 return
             try:
                 await self._enqueue(call, runtime, [reply], AfterSpeech.LISTEN)
@@ -1149,11 +1157,12 @@ class CallService:
 
     async def _reconcile(self, call: Call, *, restoring: bool) -> None:
         """Check a call with the carrier; close it if the carrier says it is over."""
-        runtime = self._runtime_for(call.call_id)
+        runtime = self._runtime_of(call)
         status = await self.provider.status(call)
         async with runtime.lock:
             fresh = await self.store.get(call.call_id)
             if fresh is None or not fresh.is_live:
+                self._release(fresh or call, runtime)
                 return
             call = fresh
             now = self.clock.now()
@@ -1233,6 +1242,7 @@ class CallService:
                 timer.cancel()
         call = await self._require(call.call_id)
         if not call.is_live:
+            self._release(call, runtime)
             raise InvalidCallState(f"the call has ended ({call.state.value})")
         return self._runtime_for(call.call_id)
 
@@ -1241,6 +1251,26 @@ class CallService:
         if runtime is None:
             runtime = self._runtime[call_id] = _Runtime()
         return runtime
+
+    def _runtime_of(self, call: Call) -> _Runtime:
+        """The live call's runtime; for an ended one (a late webhook) a throwaway, so news
+        about the many calls that ended never brings their entries back."""
+        if call.is_live:
+            return self._runtime_for(call.call_id)
+        return self._runtime.get(call.call_id) or _Runtime()
+
+    def _release(self, call: Call, runtime: _Runtime) -> None:
+        """Forget an ended call's runtime once nobody waits on it.
+
+        ``_finish`` drops it when the call ends, but work that looked the call up just
+        before (a webhook, an ``end``) may have made a new one in the meantime.
+        """
+        if (
+            not call.is_live
+            and self._runtime.get(call.call_id) is runtime
+            and not runtime.lock.locked()
+        ):
+            del self._runtime[call.call_id]
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

@@ -91,6 +91,14 @@ class MockSettings:
     """On a media stream, the callee talks over any bot line that has played this long."""
 
 
+_KEEP_ENDED = 500
+"""Ended calls the simulated network remembers (in memory and on disk), newest first: enough to
+answer ``status`` for any call a restarted gateway still thinks is live, and for tests to read
+what was heard; older ones are forgotten, as a carrier's call log pages away."""
+
+_KEEP_DIALS = 1000
+
+
 @attrs.define
 class _SimCall:
     provider_call_id: str
@@ -155,7 +163,12 @@ class MockTelephony:
         self._playing: dict[str, tuple[_Line, Any]] = {}
         self._streams: dict[str, MockStream] = {}
         self._awaiting_answer: dict[str, str] = {}
+        # Ended calls in the order they ended (a dict as an ordered set), trimmed to
+        # _KEEP_ENDED: a gateway that runs for weeks must not keep every call it ever placed.
+        self._ended: dict[str, None] = {}
         self._save_lock = asyncio.Lock()
+        self._changes = 0  # state changes so far; _saved is how many the file holds
+        self._saved = 0
         self._load()
 
     # ------------------------------------------------------------------ port
@@ -179,6 +192,8 @@ class MockTelephony:
         self.dials.append(
             {"providerCallId": provider_call_id, "callId": request.call_id, "to": request.to_number}
         )
+        if len(self.dials) > 2 * _KEEP_DIALS:
+            del self.dials[:-_KEEP_DIALS]
         await self._save()
         for kind, suffix in ((CallInitiated, "initiated"), (CallRinging, "ringing")):
             event = kind(
@@ -494,6 +509,8 @@ class MockTelephony:
         sim.end_state = end_state.value
         sim.ended_at = now
         self._queues.pop(sim.provider_call_id, None)
+        self._awaiting_answer.pop(sim.provider_call_id, None)
+        self._retire(sim.provider_call_id)
         stream = self._streams.get(sim.provider_call_id)
         if stream is not None:
             self._events.schedule(0.0, stream.close)
@@ -503,6 +520,15 @@ class MockTelephony:
             timer.cancel()
             sim.heard.append(f"{line.text}—")
             sim.played[-1].update(endedAt=now, whole=False)
+
+    def _retire(self, provider_call_id: str) -> None:
+        """Remember an ended call; forget the oldest beyond ``_KEEP_ENDED``."""
+        self._ended[provider_call_id] = None
+        while len(self._ended) > _KEEP_ENDED:
+            oldest = next(iter(self._ended))
+            del self._ended[oldest]
+            self._calls.pop(oldest, None)
+            self._streams.pop(oldest, None)
 
     def _play_next(self, sim: _SimCall) -> None:
         if sim.status != "live" or sim.provider_call_id in self._playing:
@@ -607,21 +633,34 @@ class MockTelephony:
                 sim = _SimCall(**raw)
                 sim.reply_pending = False
                 self._calls[sim.provider_call_id] = sim
+                if sim.status == "ended":
+                    self._retire(sim.provider_call_id)
         except (OSError, ValueError, TypeError) as err:
             log.warning("mock carrier: ignoring unreadable state file %s: %s", self.state_path, err)
 
     async def _save(self) -> None:
+        """Write the network's state; returns once the file holds every change made so far.
+
+        Changes made while a write is running share the next write (a group commit): each
+        write serialises every remembered call, so one write per change would cost O(calls)
+        per change.
+        """
         if self.state_path is None:
             return
-        calls = list(self._calls.values())
-        live = [c for c in calls if c.status != "ended"]
-        ended = [c for c in calls if c.status == "ended"][-500:]
-        snapshot = {
-            "dials": self.dials[-1000:],
-            "calls": [attrs.asdict(c) for c in ended + live],
-        }
+        self._changes += 1
+        wanted = self._changes
         async with self._save_lock:
+            if self._saved >= wanted:
+                return  # a write that started after our change already holds it
+            upto = self._changes
+            ended = [self._calls[pid] for pid in self._ended if pid in self._calls]
+            live = [c for c in self._calls.values() if c.status != "ended"]
+            snapshot = {
+                "dials": self.dials[-_KEEP_DIALS:],
+                "calls": [attrs.asdict(c) for c in ended + live],
+            }
             await asyncio.to_thread(_write_atomically, self.state_path, json.dumps(snapshot))
+            self._saved = upto
 
 
 def _write_atomically(path: Path, text: str) -> None:
