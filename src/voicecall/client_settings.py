@@ -108,7 +108,7 @@ def _read(cli_path: str | None, env: Mapping[str, str]) -> ClientSettings:
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
-        data = json.loads(_as_json(text))
+        data = _parse(text)
     except FileNotFoundError:
         if explicit:
             raise _Undecided from None  # the loader names the missing file
@@ -159,17 +159,22 @@ def _read(cli_path: str | None, env: Mapping[str, str]) -> ClientSettings:
 
 # JSON5 tokens (https://spec.json5.org/): whitespace, comments, strings, identifiers, punctuation,
 # and everything else (numbers and literals), which strict JSON must then accept as it is.
-_TOKEN = re.compile(
-    r"""(?P<space>[ \t\r\n]+)
+_TOKEN_PATTERN = r"""(?P<space>[ \t\r\n]+)
     |(?P<comment>//[^\n]*|/\*.*?\*/)
     |(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
     |(?P<name>[A-Za-z_$][A-Za-z0-9_$]*)
     |(?P<punct>[{}\[\]:,])
-    |(?P<other>[^ \t\r\n{}\[\]:,"'/]+)""",
-    re.DOTALL | re.VERBOSE,
-)
+    |(?P<other>[^ \t\r\n{}\[\]:,"'/]+)"""
 _JSON_ESCAPES = frozenset('"\\/bfnrtu')
 _LITERALS = frozenset({"true", "false", "null"})
+
+
+def _parse(text: str) -> Any:
+    """The document: strict JSON as it is, else the everyday JSON5 subset rewritten."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json.loads(_as_json(text))
 
 
 def _as_json(text: str) -> str:
@@ -178,7 +183,9 @@ def _as_json(text: str) -> str:
     Comments become spaces, an unquoted key is quoted, a single-quoted string is double-quoted
     and a trailing comma is dropped. Strict JSON passes through unchanged.
     """
-    tokens = [(match.lastgroup, match.group()) for match in _TOKEN.finditer(text)]
+    # Compiled here, not at import: a strict JSON file never needs it (re caches it after).
+    pattern = re.compile(_TOKEN_PATTERN, re.DOTALL | re.VERBOSE)
+    tokens = [(match.lastgroup, match.group()) for match in pattern.finditer(text)]
     if sum(len(value) for _, value in tokens) != len(text):
         raise _Undecided  # a character no token matched (an unterminated comment or string)
     out: list[str] = []
