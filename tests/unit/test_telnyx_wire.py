@@ -441,7 +441,9 @@ async def test_after_a_restart_speak_webhooks_still_name_the_lines_telnyx_is_pla
     call.speech.mark_started("u1", at=1.0)
     call.speech.get("u1").finish(at=2.0)  # type: ignore[union-attr]
     call.speech.mark_started("u2", at=2.0)
-    adapter.restore(call)
+    adapter.restore(
+        call, Playback(lines=(line("u2", "Two."), line("u3", "Three.")), then=AfterSpeech.LISTEN)
+    )
     respx.post(action_url("speak")).mock(return_value=ok())
     respx.post(action_url("transcription_start")).mock(return_value=ok())
     # After the restart the agent asks for a fourth line; Telnyx queues it behind the others.
