@@ -1198,8 +1198,7 @@ class CallService:
         """The call's lines not yet played whole or cut, in order, and what follows them."""
         return Playback(
             lines=tuple(
-                SpokenLine(u.utterance_id, u.text, self.settings.voice)
-                for u in call.speech.pending
+                SpokenLine(u.utterance_id, u.text, self.settings.voice) for u in call.speech.pending
             ),
             then=_after_for(call),
             hangup_after_s=self.settings.outbound.notify_hangup_delay_sec,
