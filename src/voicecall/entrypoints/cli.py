@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from voicecall import __version__
 from voicecall.client_settings import ClientSettings, client_settings, read_client_settings
@@ -80,12 +80,28 @@ def _columns() -> int:
         return 80
 
 
+def _sequence_number(value: str) -> int:
+    """A ``tail --since``: an event sequence number, as the gateway's ``/events`` takes it."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an event number 0 or more, not {value!r}")
+    return number
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the terminal width found cheaply; subcommand parsers are of this class too."""
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         # The CLI uses argparse's default formatter everywhere.
         return argparse.HelpFormatter(self.prog, width=_columns())
+
+    def error(self, message: str) -> NoReturn:
+        # README "Exit codes": each failure is one line on stderr. argparse's own error()
+        # prints the whole usage block first; the pointer to --help replaces it.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", parents=[common], help="follow call events live")
     tail.add_argument(
         "--since",
-        type=int,
+        type=_sequence_number,
         default=None,
         metavar="N",
         help="first replay the events after event N (0: everything); default: from now",
@@ -252,7 +268,12 @@ class _EventStream:
             ) from None
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """Events until the gateway ends the stream (keepalives skipped)."""
+        """Events until the gateway ends the stream (keepalives skipped).
+
+        Raises:
+            ClientError: the gateway closed the stream with one of its refusals (4400 a bad
+                ``since``, 4401 a bad token, 4429 too far behind), with the gateway's reason.
+        """
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -260,7 +281,14 @@ class _EventStream:
                 event = json.loads(message)
                 if isinstance(event, dict) and event.get("type") != "keepalive":
                     yield event
-        except ConnectionClosed:
+        except ConnectionClosed as closed:
+            received = closed.rcvd
+            if received is not None and 4000 <= received.code < 5000:
+                code = EXIT_USAGE if received.code == 4400 else EXIT_NOT_FOUND
+                raise ClientError(
+                    f"the gateway closed the event stream: {received.reason or received.code}",
+                    code,
+                ) from None
             return
 
     def close(self) -> None:
@@ -371,6 +399,22 @@ def _load_config(args: argparse.Namespace) -> AppConfig:
     return config
 
 
+def _config_problem(args: argparse.Namespace) -> str | None:
+    """What the full loader finds wrong with the config file, if anything.
+
+    Gateway commands read only the gateway's few settings (issue 12: fast start-up), so a
+    mistake elsewhere in the file goes unseen while the gateway answers; when it does not, this
+    names the mistake (on the error path only, where start-up time no longer matters).
+    """
+    from voicecall.config import ConfigError, load_config
+
+    try:
+        load_config(_config_path(args), os.environ)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def _client_settings(args: argparse.Namespace) -> ClientSettings:
     quick = read_client_settings(_config_path(args), os.environ)
     return quick if quick is not None else client_settings(_load_config(args))
@@ -442,6 +486,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except ClientError as err:
+        if err.exit_code == EXIT_UNREACHABLE and args.command in _GATEWAY_COMMANDS:
+            problem = _config_problem(args)
+            if problem is not None:
+                # No gateway can be running on a file the loader refuses, and 'start it with
+                # voicecall serve' would only lead to this error: say it now.
+                print(f"voicecall: {problem}", file=sys.stderr)
+                return EXIT_USAGE
         print(f"voicecall: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
