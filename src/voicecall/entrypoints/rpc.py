@@ -8,6 +8,7 @@ from typing import Any
 
 from voicecall.adapters.telephony.mock import MockTelephony
 from voicecall.domain.errors import CallerError, VoiceCallError
+from voicecall.domain.policy import is_e164
 from voicecall.services.calls import CallService, call_to_dict
 from voicecall.services.pairing import PairingService, request_to_dict
 
@@ -68,7 +69,11 @@ class RpcMethods:
 
     async def dispatch(self, method: Any, params: Any) -> dict[str, Any]:
         """Run one method; always returns an envelope, never raises."""
-        if not isinstance(method, str) or method not in self.methods:
+        if method is None:
+            return error_envelope("invalid_request", 'missing "method"')
+        if not isinstance(method, str):
+            return error_envelope("invalid_request", '"method" must be a string')
+        if method not in self.methods:
             return error_envelope("method_not_found", f"unknown method {method!r}")
         if params is None:
             params = {}
@@ -167,6 +172,10 @@ class RpcMethods:
         if not isinstance(carrier, MockTelephony):
             raise CallerError("simulate works only with the mock carrier (provider: mock)")
         to_number = _string(params, "to", required=False) or self.service.settings.from_number
+        if not is_e164(to_number):
+            # The caller ID may be anything (a withheld or garbled one is what the policy must
+            # reject), but the number rung is ours and must be one.
+            raise CallerError(f"'to' must be an E.164 number like +15551234567, not {to_number!r}")
         event = carrier.simulate_inbound(_string(params, "from", required=False), to_number)
         calls = await self.service.apply_events([event])
         if not calls:
