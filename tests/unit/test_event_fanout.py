@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from voicecall.adapters.store.memory import MemoryCallStore
 from voicecall.services.events import EventFeed
+
+
+class SlowLog(MemoryCallStore):
+    """A store whose log appends wait for ``gate``: a write still in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def append_log(self, call_id: str, type: str, at: float, data: dict[str, Any]) -> int:
+        await self.gate.wait()
+        return await super().append_log(call_id, type, at, data)
 
 
 async def test_publish_hands_records_on_after_the_publisher_moves_on() -> None:
@@ -42,3 +55,40 @@ async def test_close_delivers_what_was_published_then_ends() -> None:
     feed.close()
     assert queue.get_nowait() == record
     assert queue.get_nowait() is None
+
+
+async def test_an_event_logged_after_its_publisher_was_cancelled_still_reaches_subscribers() -> (
+    None
+):
+    # A media stream's sender is cancelled when its call ends, perhaps mid-publish: the append
+    # it started still lands in the log, so every subscriber must get it too, or it misses an
+    # event a since= replay shows (the soak's subscribers each missed a few speech.started).
+    store = SlowLog()
+    feed = EventFeed(store)
+    queue = feed.subscribe()
+    publisher = asyncio.ensure_future(feed.publish("c", "speech.started", 1.0, {}))
+    await asyncio.sleep(0)
+    publisher.cancel()
+    await asyncio.sleep(0)
+    assert publisher.cancelled()
+    store.gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [logged] = await store.log_since(0)
+    assert queue.get_nowait() == logged
+    assert queue.empty()
+
+
+async def test_records_reach_subscribers_in_log_order() -> None:
+    store = SlowLog()
+    feed = EventFeed(store)
+    queue = feed.subscribe()
+    publishers = [
+        asyncio.ensure_future(feed.publish("c", "call.state", float(n), {"n": n})) for n in range(5)
+    ]
+    await asyncio.sleep(0)
+    store.gate.set()
+    await asyncio.gather(*publishers)
+    await asyncio.sleep(0)
+    seqs = [queue.get_nowait().seq for _ in range(5)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5

@@ -37,14 +37,31 @@ class EventFeed:
     async def publish(
         self, call_id: str, type: str, at: float, data: dict[str, Any]
     ) -> EventRecord:
-        seq = await self._store.append_log(call_id, type, at, data)
-        record = EventRecord(seq=seq, call_id=call_id, type=type, at=at, data=data)
+        """Append to the log; the record goes to the subscribers once it is logged.
+
+        What is in the log reaches the subscribers even if the publisher is cancelled while
+        the append is in flight (a media stream's sender is cancelled when its call ends,
+        perhaps mid-``speech.started``): the append finishes and is handed on regardless, or
+        a subscriber would miss an event that ``since`` replays show.
+        """
+        append = asyncio.ensure_future(self._store.append_log(call_id, type, at, data))
+        logged = asyncio.shield(append)
+        # Added after the shield's own callback, so the publisher resumes before the fan-out.
+        append.add_done_callback(lambda done: self._logged(done, call_id, type, at, data))
+        seq = await logged
+        return EventRecord(seq=seq, call_id=call_id, type=type, at=at, data=data)
+
+    def _logged(
+        self, done: asyncio.Future[int], call_id: str, type: str, at: float, data: dict[str, Any]
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # not in the log: nothing to hand on (the publisher, if any, gets the error)
         if self._subscribers:
+            record = EventRecord(seq=done.result(), call_id=call_id, type=type, at=at, data=data)
             self._outbox.append(record)
             if not self._fan_out_pending:
                 self._fan_out_pending = True
                 asyncio.get_running_loop().call_soon(self._fan_out)
-        return record
 
     def _fan_out(self) -> None:
         self._fan_out_pending = False
