@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from voicecall.adapters.store.owner import StoreOwner
 from voicecall.config import AppConfig
 from voicecall.container import Container, build_container
 from voicecall.entrypoints.rpc import RpcHandler, RpcMethods
@@ -34,6 +35,7 @@ class VoiceCallPlugin:
         self.rpc = RpcMethods(self.service)
         self.tool = VoiceCallTool(self.rpc)
         self._started = False
+        self._owner: StoreOwner | None = None
 
     @property
     def gateway_methods(self) -> dict[str, RpcHandler]:
@@ -49,18 +51,34 @@ class VoiceCallPlugin:
         return await self.rpc.dispatch(method, params)
 
     async def start(self) -> None:
+        """Take the store (one gateway per store) and restore its live calls.
+
+        Raises:
+            StoreInUse: another gateway holds the store; nothing was restored.
+        """
         if self._started:
             return
+        owner = StoreOwner.acquire(self.config.voice.store_path)
         if self.config.voice.skip_signature_verification:
             log.warning(
                 "!!! skipSignatureVerification is ON: webhook signatures are NOT checked. "
                 "Use this only for local testing."
             )
-        await self.service.start()
+        try:
+            await self.service.start()
+        except BaseException:
+            owner.release()
+            raise
+        self._owner = owner
         self._started = True
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        await self.service.stop()
+        try:
+            await self.service.stop()
+        finally:
+            if self._owner is not None:
+                self._owner.release()
+                self._owner = None

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from voicecall.adapters.store.owner import StoreInUse
 from voicecall.config import AppConfig, ConfigError
 from voicecall.container import model_route, telephony_names
 from voicecall.domain.exposure import NO_PUBLIC_URL
@@ -119,9 +120,11 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
     plugin = VoiceCallPlugin(config)
     try:
         await plugin.start()
-    except BaseException:
+    except BaseException as err:
         webhook_sock.close()
         gateway_sock.close()
+        if isinstance(err, StoreInUse):
+            raise StartupError(str(err), 1) from None
         raise
     try:
         supervisor = await _start_tunnel(plugin)
