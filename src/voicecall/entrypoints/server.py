@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from voicecall.adapters.store.files import private_directory
 from voicecall.adapters.store.owner import StoreInUse
 from voicecall.config import AppConfig, ConfigError
 from voicecall.container import model_route, telephony_names
@@ -84,6 +86,22 @@ def _check(config: AppConfig) -> None:
         log.info("%s", route.notice)
 
 
+def _prepare_store(config: AppConfig) -> str:
+    """Make the store directory (0700) and the gateway token in it; exit 2 naming ``store``
+    if the directory cannot be made or written (a typo'd path, a file, no permission)."""
+    store = config.voice.store_path
+    try:
+        private_directory(store)
+        return ensure_gateway_token(config)
+    except OSError as err:
+        why = "it is not a directory" if err.errno == errno.EEXIST else err.strerror or str(err)
+        raise StartupError(
+            f"plugins.entries.voice-call.config.store: cannot use {str(store)!r} as the store: "
+            f"{why}",
+            2,
+        ) from None
+
+
 async def _start_tunnel(plugin: VoiceCallPlugin) -> TunnelSupervisor | None:
     """Bring the configured tunnel up (exit 2 with its error if it cannot), or say how
     carriers reach us without one."""
@@ -109,7 +127,7 @@ async def _start_tunnel(plugin: VoiceCallPlugin) -> TunnelSupervisor | None:
 async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT; shuts down cleanly and flushes state."""
     _check(config)
-    token = ensure_gateway_token(config)
+    token = _prepare_store(config)
     voice = config.voice
     webhook_sock = _listen(voice.serve.bind, voice.serve.port, "webhooks")
     try:
