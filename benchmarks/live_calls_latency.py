@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import statistics
 import tempfile
@@ -79,6 +80,31 @@ async def _settle(service: CallService, live: int) -> None:
         await asyncio.sleep(0.1)
 
 
+class GcPauses:
+    """The cyclic collector's pauses while bursts run: its full collections walk every live
+    object, so they cost more the more live calls there are, though no code of ours does."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        self.on = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.on:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1000))
+
+    def summary(self) -> str:
+        full = [ms for generation, ms in self.pauses if generation == 2]
+        total = sum(ms for _, ms in self.pauses)
+        return (
+            f"gc during bursts: {len(self.pauses)} collections, {total:.0f} ms in all;"
+            f" {len(full)} full, longest {max(full, default=0.0):.0f} ms"
+        )
+
+
 async def _burst(service: CallService, burst: int) -> list[float]:
     async def one() -> float:
         start = time.perf_counter()
@@ -105,8 +131,11 @@ async def main() -> None:
                 await _burst(service, 20)  # warm-up
                 await _settle(service, live)
                 rounds = []
+                pauses = GcPauses()
                 for _ in range(args.rounds):
+                    pauses.on = True
                     rounds.append(await _burst(service, args.burst))
+                    pauses.on = False
                     # Let the burst's notify calls speak and hang up: each round then starts
                     # with the same live calls as the first.
                     await _settle(service, live)
@@ -121,6 +150,8 @@ async def main() -> None:
             f"{p50:7.1f} ms, median p99 {p99:7.1f} ms (p99 per round "
             f"{', '.join(f'{v:.0f}' for v in round_p99)} ms)"
         )
+        print(f"       {pauses.summary()}; {len(gc.get_objects())} objects tracked")
+        gc.callbacks.remove(pauses._callback)
     lowest, highest = min(p99s), max(p99s)
     if lowest != highest and p99s[lowest] > 0:
         growth = (p99s[highest] / p99s[lowest] - 1) * 100

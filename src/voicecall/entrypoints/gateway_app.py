@@ -190,20 +190,22 @@ async def events(
             # published from now on is new, whatever its number.
             last = -1
         while True:
+            item: EventRecord | None
             if not queue.empty():
                 # A backlog is read without a timer: wait_for costs a task per record, and a
                 # stream behind must catch up cheaply or it falls further behind.
-                record = queue.get_nowait()
+                item = queue.get_nowait()
             else:
                 try:
-                    record = await asyncio.wait_for(queue.get(), timeout=15)  # type: ignore[arg-type]
+                    item = await asyncio.wait_for(queue.get(), timeout=15)
                 except TimeoutError:
                     if not feed.is_subscribed(queue):
                         break
                     await socket.send_text(json.dumps({"type": "keepalive"}))
                     continue
-            if record is None:
+            if item is None:
                 break
+            record = item
             if record is feed.DROPPED:
                 await socket.close(
                     code=4429, reason=f"too far behind; reconnect with since={max(last, 0)}"
