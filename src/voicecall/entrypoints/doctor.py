@@ -104,12 +104,12 @@ def check_store(config: AppConfig) -> Check:
     name = "store"
     if not store.exists():
         parent = next((p for p in store.parents if p.exists()), None)
-        if parent is not None and os.access(parent, os.W_OK | os.X_OK):
+        if parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
             return Check(name, True, f"{store} does not exist yet; serve will create it (0700)")
         return Check(
             name,
             False,
-            f"{store} does not exist and {parent} is not writable",
+            f"{store} does not exist and {parent} is not a writable directory",
             f"create it: mkdir -p -m 700 {store}, or set store to a writable directory",
         )
     if not store.is_dir():
