@@ -155,6 +155,26 @@ async def test_forged_requests_log_one_line_per_client_per_interval(
     await door.stop()
 
 
+async def test_an_unsigned_probe_does_not_hide_bad_signatures_from_the_same_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `voicecall doctor` (or a scanner) sends an unsigned request; the carrier's own requests,
+    # from the same proxy, then fail verification: the operator must see that at once.
+    door = await _open(tmp_path, Admission())
+    caplog.set_level(logging.INFO, logger="voicecall")
+    body, headers = signed(0)
+    unsigned = {k: v for k, v in headers.items() if k != "X-Twilio-Signature"}
+    assert (await door.post("/voice/webhook", body, unsigned)).status_code == 401
+    for n in range(1, 4):
+        body, headers = signed(n)
+        forged = {**headers, "X-Twilio-Signature": "x"}
+        assert (await door.post("/voice/webhook", body, forged)).status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2
+    assert "no signature headers" in lines[0] and "URL(s) checked" in lines[1]
+    await door.stop()
+
+
 def test_refusal_log_counts_what_it_did_not_write(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     refusals = RefusalLog(logging.getLogger("voicecall.test"), lambda: now[0], interval_s=60)
@@ -171,3 +191,18 @@ def test_refusal_log_counts_what_it_did_not_write(caplog: pytest.LogCaptureFixtu
     assert caplog.records[-1].getMessage() == (
         "refused a webhook from 203.0.113.9 (and 99 more from 203.0.113.9 in the last 60 s)"
     )
+
+
+def test_refusal_log_counts_each_kind_apart(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    refusals = RefusalLog(logging.getLogger("voicecall.test"), lambda: now[0], interval_s=60)
+    caplog.set_level(logging.WARNING, logger="voicecall.test")
+    refusals.refused("203.0.113.9", "unsigned from %s", "203.0.113.9", kind="unsigned")
+    for _ in range(5):
+        refusals.refused("203.0.113.9", "bad signature from %s", "203.0.113.9", kind="signature")
+    refusals.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "unsigned from 203.0.113.9",
+        "bad signature from 203.0.113.9",
+        "4 more refused webhook request(s) from 203.0.113.9 not logged one by one",
+    ]

@@ -16,7 +16,7 @@ Order matters here, and each step refuses as early and as cheaply as it can:
    exactly as before and causes nothing (replay);
 7. only then is the body parsed (400 when malformed) and applied.
 
-Refusals are logged at most once per client per minute, with a count (``refusal_log.py``).
+Refusals are logged at most once per client and kind per minute, with a count (``refusal_log.py``).
 """
 
 from __future__ import annotations
@@ -125,12 +125,16 @@ class WebhookDoor:
                 return await self._handle(request, peer, headers, ticket)
         except AdmissionRefused as refused:
             self.refusals.refused(
-                client_key, "webhook refused for %s: %s", client_key, refused.message
+                client_key,
+                "webhook refused for %s: %s",
+                client_key,
+                refused.message,
+                kind="admission",
             )
             return _plain(refused.status, refused.message)
         except _Refused as refused:
             if refused.log_line:
-                self.refusals.refused(client_key, refused.log_line)
+                self.refusals.refused(client_key, refused.log_line, kind=refused.message)
             return _plain(refused.status, refused.message)
         except Exception:
             # Nothing a carrier sends may turn into a 500; the carrier will retry a 503.
@@ -172,6 +176,7 @@ class WebhookDoor:
                     ticket.client,
                     verdict.reason,
                     ", ".join(verdict.checked_urls) or "none",
+                    kind="signature",
                 )
                 return _plain(401, "invalid signature")
             replay_key = verdict.replay_key
