@@ -471,7 +471,7 @@ class CallService:
                 if call.is_live:
                     await self._hangup_locked(call, runtime, CallState.HANGUP_BOT)
         finally:
-            self._release(call, runtime)
+            self._release(call.call_id, runtime)
         return call
 
     # ------------------------------------------------------------------ the agent's hands
@@ -582,7 +582,7 @@ class CallService:
         if call is None:
             log.info("ignoring %s for an unknown call (%s)", event.type, event.provider_call_id)
             return None
-        runtime = self._runtime_of(call)
+        runtime = self._runtime_of(call.call_id)
         try:
             async with runtime.lock:
                 call = await self._require(call.call_id)
@@ -596,7 +596,7 @@ class CallService:
                     await self.store.forget_event(event.key())
                     raise
         finally:
-            self._release(call, runtime)
+            self._release(call.call_id, runtime)
         return call
 
     async def _resolve(self, event: CallEvent) -> Call | None:
@@ -906,17 +906,20 @@ class CallService:
         if reply is None:
             log.warning("call %s: the responder did not answer in time", call_id)
             reply = _APOLOGY
-        # The call may have ended while the responder thought: no runtime is made for it then.
-        runtime = self._runtime_of(await self._require(call_id))
-        async with runtime.lock:
-            call = await self._require(call_id)
-            if not call.is_live:
-                self._release(call, runtime)
-                return
-            try:
-                await self._enqueue(call, runtime, [reply], AfterSpeech.LISTEN)
-            except VoiceCallError as err:
-                await self._commit(call, "call.error", {"error": err.detail, "retryable": False})
+        # The call may have ended while the responder thought: no runtime is kept for it then.
+        runtime = self._runtime_of(call_id)
+        try:
+            async with runtime.lock:
+                call = await self._require(call_id)
+                if not call.is_live:
+                    return
+                try:
+                    await self._enqueue(call, runtime, [reply], AfterSpeech.LISTEN)
+                except VoiceCallError as err:
+                    detail = {"error": err.detail, "retryable": False}
+                    await self._commit(call, "call.error", detail)
+        finally:
+            self._release(call_id, runtime)
 
     async def _with_deadline(self, work: Awaitable[T], timeout_s: float) -> T | None:
         """``work``'s result, or None if it takes longer than ``timeout_s`` by the clock."""
@@ -1157,42 +1160,44 @@ class CallService:
 
     async def _reconcile(self, call: Call, *, restoring: bool) -> None:
         """Check a call with the carrier; close it if the carrier says it is over."""
-        runtime = self._runtime_of(call)
+        runtime = self._runtime_of(call.call_id)
         status = await self.provider.status(call)
-        async with runtime.lock:
-            fresh = await self.store.get(call.call_id)
-            if fresh is None or not fresh.is_live:
-                self._release(fresh or call, runtime)
-                return
-            call = fresh
-            now = self.clock.now()
-            if status.kind is CarrierStatusKind.ENDED:
-                detail = "the carrier reports the call ended" + (
-                    " while the gateway was down" if restoring else ""
-                )
-                await self._finish(
-                    call, runtime, status.end_state or CallState.COMPLETED, detail=detail
-                )
-                return
-            if not restoring:
-                if status.kind is CarrierStatusKind.LIVE:
-                    call.last_activity_at = now
-                    await self.store.save(call)
-                else:
-                    await self._finish(
-                        call,
-                        runtime,
-                        CallState.ERROR,
-                        detail="stale: no carrier activity and the carrier status is unknown",
+        try:
+            async with runtime.lock:
+                fresh = await self.store.get(call.call_id)
+                if fresh is None or not fresh.is_live:
+                    return
+                call = fresh
+                now = self.clock.now()
+                if status.kind is CarrierStatusKind.ENDED:
+                    detail = "the carrier reports the call ended" + (
+                        " while the gateway was down" if restoring else ""
                     )
-                return
-            self.provider.restore(call, self._pending_playback(call))
-            await self._commit(
-                call,
-                "call.restored",
-                {"carrierStatus": status.kind.value, "state": call.state.value},
-            )
-            self._rearm(call, runtime, now)
+                    await self._finish(
+                        call, runtime, status.end_state or CallState.COMPLETED, detail=detail
+                    )
+                    return
+                if not restoring:
+                    if status.kind is CarrierStatusKind.LIVE:
+                        call.last_activity_at = now
+                        await self.store.save(call)
+                    else:
+                        await self._finish(
+                            call,
+                            runtime,
+                            CallState.ERROR,
+                            detail="stale: no carrier activity and the carrier status is unknown",
+                        )
+                    return
+                self.provider.restore(call, self._pending_playback(call))
+                await self._commit(
+                    call,
+                    "call.restored",
+                    {"carrierStatus": status.kind.value, "state": call.state.value},
+                )
+                self._rearm(call, runtime, now)
+        finally:
+            self._release(call.call_id, runtime)
 
     def _pending_playback(self, call: Call) -> Playback:
         """The call's lines not yet played whole or cut, in order, and what follows them."""
@@ -1241,7 +1246,7 @@ class CallService:
                 timer.cancel()
         call = await self._require(call.call_id)
         if not call.is_live:
-            self._release(call, runtime)
+            self._release(call.call_id, runtime)
             raise InvalidCallState(f"the call has ended ({call.state.value})")
         return self._runtime_for(call.call_id)
 
@@ -1251,25 +1256,25 @@ class CallService:
             runtime = self._runtime[call_id] = _Runtime()
         return runtime
 
-    def _runtime_of(self, call: Call) -> _Runtime:
-        """The live call's runtime; for an ended one (a late webhook) a throwaway, so news
+    def _runtime_of(self, call_id: str) -> _Runtime:
+        """A live call's runtime; for an ended one (a late webhook) a throwaway, so news
         about the many calls that ended never brings their entries back."""
-        if call.is_live:
-            return self._runtime_for(call.call_id)
-        return self._runtime.get(call.call_id) or _Runtime()
+        if call_id in self._live:
+            return self._runtime_for(call_id)
+        return self._runtime.get(call_id) or _Runtime()
 
-    def _release(self, call: Call, runtime: _Runtime) -> None:
-        """Forget an ended call's runtime once nobody waits on it.
+    def _release(self, call_id: str, runtime: _Runtime) -> None:
+        """Forget an ended call's runtime once its holder let go (call after the lock).
 
         ``_finish`` drops it when the call ends, but work that looked the call up just
         before (a webhook, an ``end``) may have made a new one in the meantime.
         """
         if (
-            not call.is_live
-            and self._runtime.get(call.call_id) is runtime
+            call_id not in self._live
+            and self._runtime.get(call_id) is runtime
             and not runtime.lock.locked()
         ):
-            del self._runtime[call.call_id]
+            del self._runtime[call_id]
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
