@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -66,6 +67,14 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
 
 def _check(config: AppConfig) -> None:
     voice = config.voice
+    if not voice.enabled and config.source != "<memory>" and not Path(config.source).exists():
+        # A newcomer following README "Using it" before writing a config file.
+        raise StartupError(
+            f"no config file at {config.source}: write one with "
+            'plugins.entries.voice-call.config.enabled: true (README "Configuration" has a '
+            "minimal one for the mock carrier), or pass --config PATH",
+            2,
+        )
     if not voice.enabled:
         raise StartupError(
             "the voice-call plugin is disabled; set plugins.entries.voice-call.config.enabled: "
