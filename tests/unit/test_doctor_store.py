@@ -1,7 +1,7 @@
 """``voicecall doctor``'s store check agrees with what ``serve`` can do.
 
-Found: with ``store`` under a regular (executable) file, doctor said "does not exist yet; serve will create
-it" while serve could not (it now exits 2 naming ``store``).
+Found: with ``store`` under a regular (executable) file, doctor said "does not exist yet;
+serve will create it" while serve could not (it now exits 2 naming ``store``).
 """
 
 from __future__ import annotations
