@@ -645,3 +645,63 @@ async def test_status_callbacks_get_the_empty_answer_and_carry_no_verbs(
     assert adapter.webhook_response(status, []).body.endswith(b"<Response />")
     _, answer = await fetch(adapter, hook="answer")
     assert "<Say>Hi.</Say></Gather>" in answer
+
+
+# --------------------------------------------------------------------------------------------
+# Fetches for calls we do not hold
+# --------------------------------------------------------------------------------------------
+
+UNKNOWN_SID = "CA" + "f" * 32
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        webhook(fields(CallSid=UNKNOWN_SID, CallStatus="in-progress"), callId="nope", hook="wait"),
+        webhook(
+            fields(CallSid=UNKNOWN_SID, CallStatus="in-progress", SpeechResult="hello"),
+            callId="nope",
+            hook="gather",
+        ),
+        webhook(fields(CallSid=UNKNOWN_SID, CallStatus="in-progress"), hook="stream", turn="t"),
+    ],
+    ids=["wait", "gather", "stream"],
+)
+async def test_a_mid_call_fetch_for_an_unknown_call_is_hung_up_not_parked(
+    adapter: TwilioTelephony, request_: WebhookRequest
+) -> None:
+    # Found probing a gateway: a signed wait fetch for a call it did not know was answered
+    # <Pause length="30"/><Redirect>, and so was every one after it, for as long as Twilio
+    # kept the call up.
+    await adapter.parse_webhook(request_)
+    root = ET.fromstring(adapter.webhook_response(request_, []).body)
+    assert [verb.tag for verb in root] == ["Hangup"]
+    again = webhook(fields(CallSid=UNKNOWN_SID, CallStatus="in-progress"), hook="wait")
+    await adapter.parse_webhook(again)
+    assert [verb.tag for verb in ET.fromstring(adapter.webhook_response(again, []).body)] == [
+        "Hangup"
+    ]
+
+
+@respx.mock
+async def test_a_dialled_call_parked_between_lines_stays_parked(adapter: TwilioTelephony) -> None:
+    respx.post(f"{CALLS}.json").respond(201, json={"sid": CALL_SID, "status": "queued"})
+    await adapter.dial(
+        DialRequest(CALL_ID, "+15557654321", "+15550100000", CallMode.CONVERSATION, "hi", 30)
+    )
+    answer = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="answer")
+    await adapter.parse_webhook(answer)
+    adapter.webhook_response(answer, [a_call(CallState.ANSWERED)])
+    # A parked call's round trip carries no news, so the service hands back no call.
+    wait = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="wait", n="1")
+    await adapter.parse_webhook(wait)
+    root = ET.fromstring(adapter.webhook_response(wait, []).body)
+    assert [verb.tag for verb in root] == ["Pause", "Redirect"]
+
+
+async def test_a_call_restored_after_a_restart_stays_parked(adapter: TwilioTelephony) -> None:
+    adapter.restore(a_call(CallState.LISTENING), Playback(lines=()))
+    wait = webhook(fields(CallStatus="in-progress"), callId=CALL_ID, hook="wait", n="1")
+    await adapter.parse_webhook(wait)
+    root = ET.fromstring(adapter.webhook_response(wait, []).body)
+    assert [verb.tag for verb in root] == ["Pause", "Redirect"]

@@ -80,6 +80,9 @@ class _Program:
         stream: a media stream asked for and not yet handed to Twilio (the next document
             opens it). While Twilio runs the ``<Connect><Stream>`` the call is ``busy``: a
             live update would end the stream, and Twilio fetches from us when it ends.
+        orphan: made by a mid-call fetch (gather, wait, stream) for a call sid we held no
+            program for: not one we dialled, answered or restored, or one whose end Twilio
+            already reported.
     """
 
     call_id: str | None
@@ -93,6 +96,7 @@ class _Program:
     hang_up: bool = False
     ended_by_us: bool = False
     stream: StreamRequest | None = None
+    orphan: bool = False
 
 
 class TwilioTelephony:
@@ -374,9 +378,13 @@ class TwilioTelephony:
                 self._programs.pop(sid, None)
             return events
         events = fetch_events(hook)
+        # Every call we dial, answer or restore (restarts restore before the listener opens)
+        # has a program; only its first fetch (voice, answer) may come without one.
+        orphan = sid not in self._programs and hook.hook not in (Hook.VOICE, Hook.ANSWER)
         # Twilio is waiting for TwiML: until we answer, nothing new plays, and lines asked for
         # meanwhile go into this answer.
         program = self._program(sid, hook.call_id)
+        program.orphan = orphan
         program.busy = True
         program.answering = request
         if hook.hook is Hook.GATHER and hook.has_speech and not program.pending:
@@ -398,6 +406,12 @@ class TwilioTelephony:
         if program.answering is request:
             program.answering = None
         call = next((c for c in calls if c.provider_call_id == sid), None)
+        if call is None and program.orphan:
+            # A mid-call fetch for a call the service does not hold live (unknown, or over).
+            # Parked, it would loop <Pause><Redirect> at Twilio for as long as Twilio allows,
+            # a silent line on the bill: end it, and keep nothing for the sid.
+            self._programs.pop(sid, None)
+            return documents.twiml(documents.hang_up())
         if call is not None and program.call_id is None:
             program.call_id = call.call_id
         if program.reject:
