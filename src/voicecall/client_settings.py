@@ -53,6 +53,21 @@ _DEFAULT_TRANSCRIPT_TIMEOUT_MS = 180000
 _DEFAULT_RING_TIMEOUT_MS = 30000
 _BIND_NAMES = {"loopback": "127.0.0.1", "lan": "0.0.0.0"}
 _PLUGIN_ENTRY_KEYS = ("enabled", "config")
+# The loader's rule for a bind address (voicecall.config._is_bind_address; a test checks both
+# agree): an RFC 1123 host name, which IPv4 addresses are too, or an IP address.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _bindable(value: str) -> bool:
+    if ":" in value:
+        import ipaddress  # only for an IPv6 bind: the common case stays import-free
+
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            return False
+        return True
+    return len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in value.split("."))
 
 
 class ClientSettings(NamedTuple):
@@ -136,6 +151,8 @@ def _read(cli_path: str | None, env: Mapping[str, str]) -> ClientSettings:
     port = _value(gateway, "port", int, _DEFAULT_PORT)
     if not 1 <= port <= 65535 or bind in ("tailnet", "auto", "custom"):
         raise _Undecided
+    if not _bindable(bind):
+        raise _Undecided  # not an address or host name: the loader names the mistake
     auth = gateway.get("auth", {})
     if not isinstance(auth, dict):
         raise _Undecided

@@ -136,6 +136,20 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+_HOST_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_bind_address(value: str) -> bool:
+    """An IP address or an RFC 1123 host name (``localhost``): something a listener can bind.
+
+    OpenClaw's gateway bind names (``loopback``, ``lan``, ...) are host names to this test and
+    are translated or refused by name afterwards.
+    """
+    if _is_ip(value):
+        return True
+    return len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in value.split("."))
+
+
 def _at_least(low: int) -> _Rule:
     return _Rule(lambda v: v >= low, f"must be at least {low}")
 
@@ -145,6 +159,7 @@ _E164_RULE = _Rule(_is_e164, "expected an E.164 number like +15551234567")
 _HTTP_URL = _Rule(_is_http_url, "expected an absolute http(s) URL")
 _URL_PATH = _Rule(lambda v: v.startswith("/"), 'must start with "/"')
 _IP = _Rule(_is_ip, "expected an IP address")
+_BIND = _Rule(_is_bind_address, "expected an IP address or a host name to listen on")
 
 _Port = Annotated[int, _PORT]
 _E164 = Annotated[str, _E164_RULE]
@@ -157,6 +172,7 @@ _E164Prefix = Annotated[
 ]
 _HttpUrl = Annotated[str, _HTTP_URL]
 _UrlPath = Annotated[str, _URL_PATH]
+_BindAddress = Annotated[str, _BIND]
 _Positive = Annotated[int, _at_least(1)]
 _NonNegative = Annotated[int, _at_least(0)]
 _PositiveRate = Annotated[float, _Rule(lambda v: v > 0, "must be greater than 0")]
@@ -212,7 +228,7 @@ class ServeConfig:
     """``serve.*``: where the webhook server listens."""
 
     port: _Port = 3334
-    bind: str = "127.0.0.1"
+    bind: _BindAddress = "127.0.0.1"
     path: _UrlPath = "/voice/webhook"
 
 
@@ -487,7 +503,7 @@ class GatewayAuthConfig:
 class GatewayConfig:
     """``gateway.*``: where the long-lived gateway process listens for the CLI and tools."""
 
-    bind: str = "127.0.0.1"
+    bind: _BindAddress = "127.0.0.1"
     port: _Port = 18789
     auth: GatewayAuthConfig = attrs.Factory(GatewayAuthConfig)
 
