@@ -72,6 +72,10 @@ def config_report(config_path: str | None, env: Mapping[str, str]) -> dict[str, 
     source = str(resolve_config_path(config_path, env))
     try:
         config = load_config(config_path, env)
+        # serve also refuses a responseModel it cannot resolve (exit 2); say so here too.
+        from voicecall.container import model_route
+
+        model_route(config)
     except ConfigError as err:
         return {"source": source, "valid": False, "error": str(err), "warnings": [], "keys": []}
     document = _read_document(config.source)

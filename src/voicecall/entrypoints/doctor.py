@@ -461,6 +461,10 @@ def run_doctor(
     source = str(resolve_config_path(config_path, env))
     try:
         config = load_config(config_path, env)
+        # serve refuses a responseModel it cannot resolve (exit 2): so does this check.
+        from voicecall.container import model_route
+
+        model_route(config)
     except ConfigError as err:
         return DoctorReport(
             source, None, (Check("config", False, str(err), "fix the file at that path"),)
