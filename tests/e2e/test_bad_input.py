@@ -74,3 +74,12 @@ def test_since_beyond_the_newest_event_waits_for_new_events(gateway: Gateway) ->
         call_id = answer["payload"]["callId"]
         event = json.loads(socket.recv(timeout=10))
     assert event["callId"] == call_id and event["type"] == "call.created"
+
+
+def test_websockets_are_not_compressed(gateway: Gateway) -> None:
+    # The client offers permessage-deflate (RFC 7692); the server declines it: base64 audio
+    # and one-line events barely compress, and zlib cost the soak a twelfth of its CPU.
+    with connect(_events(gateway, "0"), open_timeout=10) as socket:
+        assert socket.request is not None and socket.response is not None
+        assert "permessage-deflate" in socket.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert "Sec-WebSocket-Extensions" not in socket.response.headers

@@ -169,6 +169,9 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
     # X-Forwarded-For, so a reverse proxy on this host could never be a trusted proxy, and the
     # client would be whoever the header names. Forwarding headers are ours to judge, by the
     # webhookSecurity rules (SPEC §4; domain/signed_url.py, domain/client_address.py).
+    # ws_per_message_deflate=False: permessage-deflate (RFC 7692) is optional and offered by
+    # the client; media frames are base64 μ-law, which barely compresses, and zlib took about
+    # a twelfth of the server's CPU in a soak with streams. /events runs over loopback or a LAN.
     servers = [
         _Server(
             uvicorn.Config(
@@ -178,6 +181,7 @@ async def run_gateway(config: AppConfig, ready: asyncio.Event | None = None) -> 
                 lifespan="off",
                 access_log=False,
                 proxy_headers=False,
+                ws_per_message_deflate=False,
             )
         )
         for app in apps
