@@ -32,3 +32,22 @@ def test_not_json_is_invalid_request() -> None:
 def test_stream_dialects_refuse_deep_json_as_not_json(dialect: type[Any]) -> None:
     with pytest.raises(ValueError, match="not JSON"):
         dialect().parse("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_document_just_past_the_limit_says_how_deep_is_allowed() -> None:
+    with pytest.raises(InvalidJson) as refused:
+        parse_json("[" * 65 + "]" * 65)
+    assert refused.value.detail == "JSON nested deeper than 64 levels"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "[" + "[" * 64 + "]" * 64 + ", 1]",  # a scalar after the deep branch
+        "[1, " + "[" * 64 + "]" * 64 + ', "x", null]',
+        '{"deep": ' + "[" * 64 + "]" * 64 + ', "flat": 1}',
+    ],
+)
+def test_depth_is_checked_in_every_branch_past_a_scalar(document: str) -> None:
+    with pytest.raises(InvalidJson, match="nested deeper than 64"):
+        parse_json(document)
