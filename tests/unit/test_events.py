@@ -24,3 +24,17 @@ def test_ended_needs_a_terminal_reason() -> None:
     with pytest.raises(ValueError, match="terminal"):
         CallEnded(provider_call_id="p", reason=CallState.LISTENING)
     assert CallEnded(provider_call_id="p", reason=CallState.BUSY).reason is CallState.BUSY
+
+
+def test_derived_key_spells_every_field_by_name_in_a_fixed_form() -> None:
+    # The key is written to the store (seen_events) and read back after a restart, so the same
+    # event must give the same text from one release to the next.
+    speech = CallSpeech(call_id="c1", provider_call_id="p", transcript="two, at seven")
+    assert speech.key() == (
+        "call.speech|call_id='c1',confidence=None,heard_after=None,is_final=True,"
+        "provider_call_id='p',started_at=None,transcript='two, at seven'"
+    )
+    ended = CallEnded(provider_call_id="p", reason=CallState.BUSY)
+    assert ended.key() == (
+        "call.ended|call_id=None,detail=None,provider_call_id='p',reason=<CallState.BUSY: 'busy'>"
+    )

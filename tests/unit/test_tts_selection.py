@@ -228,3 +228,46 @@ def test_native_mode_opens_no_stream_and_the_container_wires_the_choice(tmp_path
     offline = build_container(mock)
     assert isinstance(offline.synthesizer(), ToneSynthesizer)
     assert isinstance(offline.transcriber(), ToneTranscriber)
+
+
+# The notice is the operator's one start-up line: it names the missing key and where to set it.
+@pytest.mark.parametrize(
+    ("provider", "openai_key", "eleven_key", "stt_key", "reason"),
+    [
+        (
+            "openai",
+            False,
+            True,
+            True,
+            "tts.provider is openai but no OpenAI key is set (OPENAI_API_KEY)",
+        ),
+        (
+            "elevenlabs",
+            True,
+            False,
+            True,
+            "tts.provider is elevenlabs but no ElevenLabs key is set (ELEVENLABS_API_KEY)",
+        ),
+        (
+            "openai",
+            True,
+            False,
+            False,
+            "streaming transcription has no OpenAI key (streaming.openaiApiKey)",
+        ),
+        (
+            "edge",
+            True,
+            True,
+            True,
+            "Edge TTS cannot speak calls (telephony needs PCM)",
+        ),
+    ],
+)
+def test_the_notice_names_the_missing_key_and_its_setting(
+    provider: str, openai_key: bool, eleven_key: bool, stt_key: bool, reason: str
+) -> None:
+    inputs = SpeechInputs(True, provider, openai_key, eleven_key, stt_key)
+    assert choose_speech(inputs).notice == f"streaming is on but calls speak natively: {reason}"
+    simulated = SpeechInputs(True, provider, openai_key, eleven_key, stt_key, simulated=True)
+    assert choose_speech(simulated).notice == (f"streaming uses the offline tone doubles: {reason}")
