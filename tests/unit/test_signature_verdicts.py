@@ -208,6 +208,103 @@ def test_twilio_adopted_public_url_is_the_url_checked() -> None:
     assert result.checked_urls == ("https://mycompany.com/myapp.php?foo=1&bar=2",)
 
 
+TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        pytest.param(sigs.twilio_request(None), "missing X-Twilio-Signature", id="no-header"),
+        pytest.param(sigs.twilio_request(""), "missing X-Twilio-Signature", id="empty-header"),
+        pytest.param(
+            sigs.twilio_request(body=b"\xff\xfe"), "body is not UTF-8", id="body-not-utf8"
+        ),
+        pytest.param(
+            sigs.twilio_request(content_type="application/json"),
+            "body not covered by the signature",
+            id="json-without-body-hash",
+        ),
+        pytest.param(
+            sigs.twilio_request(content_type=None),
+            "body not covered by the signature",
+            id="body-without-content-type",
+        ),
+    ],
+)
+def test_twilio_refusal_says_why(request_: WebhookRequest, reason: str) -> None:
+    result = sigs.twilio().verify(request_)
+    assert result.ok is False
+    assert result.reason == reason
+    assert result.checked_urls == ()
+
+
+def test_twilio_no_auth_token_says_so() -> None:
+    result = sigs.twilio(token="").verify(sigs.twilio_request())
+    assert result.ok is False
+    assert result.reason == "no Twilio auth token configured"
+
+
+def test_twilio_bad_signature_lists_every_url_tried() -> None:
+    result = sigs.twilio().verify(sigs.twilio_request("AAAA", host="mycompany.com:8443"))
+    assert result.ok is False
+    assert result.reason == "bad Twilio signature"
+    assert result.checked_urls == (
+        "https://mycompany.com:8443/myapp.php?foo=1&bar=2",
+        TWILIO_URL,
+    )
+
+
+def test_twilio_first_url_match_reports_only_that_url() -> None:
+    result = sigs.twilio().verify(sigs.twilio_request())
+    assert result.ok
+    assert result.checked_urls == (TWILIO_URL,)
+
+
+def test_twilio_host_header_port_variant_is_tried() -> None:
+    # The match on a variant reports every URL tried, in order.
+    # Signed with the Host header's port; rebuilt (forwarded host) without it.
+    signed = "https://mycompany.com:8443/myapp.php?foo=1&bar=2"
+    signature = sigs.RequestValidator(sigs.TWILIO_TOKEN).compute_signature(
+        signed, sigs.TWILIO_PARAMS
+    )
+    request = sigs.twilio_request(
+        signature,
+        host="mycompany.com:8443",
+        extra_headers=[("X-Forwarded-Host", "mycompany.com")],
+        peer=sigs.TRUSTED_PROXY,
+    )
+    result = sigs.twilio(sigs.BEHIND_PROXY).verify(request)
+    assert result.ok, result
+    assert result.checked_urls == (TWILIO_URL, signed)
+
+
+def test_twilio_empty_body_is_checked_over_the_url_alone() -> None:
+    signature = sigs.RequestValidator(sigs.TWILIO_TOKEN).compute_signature(TWILIO_URL, {})
+    for content_type in (None, "application/json"):
+        request = sigs.twilio_request(signature, body=b"", content_type=content_type)
+        result = sigs.twilio().verify(request)
+        assert result.ok, (content_type, result)
+
+
+def test_twilio_form_content_type_with_several_parameters() -> None:
+    content_type = "application/x-www-form-urlencoded; charset=utf-8; boundary=x"
+    assert sigs.twilio().verify(sigs.twilio_request(content_type=content_type)).ok
+
+
+def test_twilio_form_content_type_in_capitals() -> None:
+    content_type = "  Application/X-WWW-Form-URLEncoded "
+    assert sigs.twilio().verify(sigs.twilio_request(content_type=content_type)).ok
+
+
+def test_twilio_body_hash_in_the_query_takes_precedence_over_a_form_type() -> None:
+    request = sigs.twilio_request(
+        sigs.TWILIO_JSON_SIG,
+        query=f"{sigs.TWILIO_QUERY}&bodySHA256={sigs.TWILIO_JSON_HASH}",
+        body=sigs.TWILIO_JSON_BODY.encode(),
+    )
+    assert sigs.twilio().verify(request).ok
+
+
 # --------------------------------------------------------------------------------------------
 # Telnyx
 
