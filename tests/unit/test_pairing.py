@@ -344,3 +344,98 @@ async def test_a_malformed_code_is_a_clear_error(code: object) -> None:
     with pytest.raises(CallerError, match=r"E\.164"):
         await pairing.revoke("555")
     assert await store.log_since(0) == []
+
+
+# ---------------------------------------------------------------- the rules, on a real clock
+
+T0 = 1_764_000_000.0  # a wall-clock time: the rules hold far from zero too
+
+
+def test_the_caller_hears_why_then_the_code_then_what_to_do() -> None:
+    spoken = spoken_code("123")
+    assert spoken == (
+        "This number is not yet allowed to call. "
+        "Your pairing code is: 1, 2, 3. "
+        "Again, your pairing code is: 1, 2, 3. "
+        "Give it to the operator to be let in. Goodbye."
+    )
+
+
+def test_an_unknown_code_names_itself_and_where_to_look() -> None:
+    book = PairingBook()
+    with pytest.raises(PairingCodeUnknown) as unknown:
+        book.approve("999999", T0)
+    assert unknown.value.pairing_code == "999999"
+    assert str(unknown.value) == (
+        "no pending pairing request has code '999999' "
+        "(it may have expired or been decided already; see 'voicecall pairing list')"
+    )
+
+
+def test_an_approval_remembers_which_code_let_the_number_in() -> None:
+    book = PairingBook()
+    book.issue(UNKNOWN, T0, LIMITS, draw=lambda: "123456")
+    book.approve("123456", T0 + 5)
+    approved = book.approved[UNKNOWN]
+    assert (approved.number, approved.approved_at, approved.code) == (UNKNOWN, T0 + 5, "123456")
+
+
+def test_a_refusal_for_asking_too_soon_says_how_long_ago_and_how_long_to_wait() -> None:
+    book = PairingBook()
+    book.issue(UNKNOWN, T0, LIMITS, draw=lambda: "123456")
+    book.expire(T0 + 20)
+    with pytest.raises(PairingRefused) as refused:
+        book.issue(UNKNOWN, T0 + 20, LIMITS, draw=lambda: "654321")
+    assert refused.value.rule == "rate"
+    assert str(refused.value) == (
+        f"{UNKNOWN} was given a pairing code 20 s ago; it may ask again in 40 s"
+    )
+
+
+def test_the_daily_limit_counts_the_last_24_hours_of_a_real_clock() -> None:
+    book = PairingBook()
+    many = PairingLimits(per_caller=100)  # only the daily limit can refuse here
+    draw = counter()
+    for i in range(10):
+        book.issue(UNKNOWN, T0 + i * 3600.0, many, draw=draw)
+    with pytest.raises(PairingRefused) as refused:
+        book.issue(UNKNOWN, T0 + 36000.0, many, draw=draw)
+    assert refused.value.rule == "daily"
+    assert str(refused.value) == (
+        f"{UNKNOWN} was given 10 pairing codes in the last 24 hours (at most 10)"
+    )
+    # Without expire(): the first code, exactly a day old, no longer counts.
+    request = book.issue(UNKNOWN, T0 + 86400.0, many, draw=draw)
+    assert request.issued_at == T0 + 86400.0
+
+
+def test_a_code_too_soon_is_refused_on_a_real_clock() -> None:
+    book = PairingBook()
+    book.issue(UNKNOWN, T0, LIMITS, draw=lambda: "123456")
+    with pytest.raises(PairingRefused) as refused:
+        book.issue(UNKNOWN, T0 + 59, LIMITS, draw=lambda: "654321")
+    assert refused.value.rule == "rate"
+
+
+def test_expire_forgets_issue_times_a_day_old_and_keeps_younger_ones() -> None:
+    book = PairingBook()
+    draw = counter()
+    book.issue(UNKNOWN, T0, LIMITS, draw=draw)
+    book.issue(OTHER, T0 + 10, LIMITS, draw=draw)
+    book.expire(T0 + 20)
+    assert book.issued == {UNKNOWN: [T0], OTHER: [T0 + 10]}
+    with pytest.raises(PairingRefused, match="ago"):
+        book.issue(UNKNOWN, T0 + 30, LIMITS, draw=draw)
+    book.expire(T0 + 86400.0)  # exactly a day after the first: forgotten
+    assert book.issued == {OTHER: [T0 + 10]}
+
+
+def test_a_draw_that_keeps_colliding_is_given_up_after_a_hundred_tries() -> None:
+    book = PairingBook()
+    book.issue(UNKNOWN, T0, LIMITS, draw=lambda: "111111")
+    draws: list[str] = ["111111"] * 101 + ["222222"]
+    calls = iter(draws)
+    with pytest.raises(RuntimeError, match=r"^could not draw an unused pairing code$"):
+        book.issue(OTHER, T0, LIMITS, draw=lambda: next(calls))
+    assert next(calls) == "222222"  # 101 draws: the first and a hundred more
+    assert [r.code for r in book.pending] == ["111111"]
