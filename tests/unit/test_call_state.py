@@ -13,6 +13,8 @@ from voicecall.domain.call import (
     CallDirection,
     CallMode,
     CallState,
+    Speaker,
+    TranscriptEntry,
     can_transition,
 )
 
@@ -121,3 +123,27 @@ def test_refused_move_changes_nothing() -> None:
     before = (call.state, call.last_activity_at, call.answered_at)
     assert not call.transition(S.RINGING, 150.0)
     assert (call.state, call.last_activity_at, call.answered_at) == before
+
+
+def test_every_move_and_every_transcript_line_is_activity() -> None:
+    call = _call()
+    assert call.transition(S.RINGING, 101.0)
+    assert call.last_activity_at == 101.0
+    assert call.transition(S.ANSWERED, 102.0)
+    assert call.last_activity_at == 102.0
+    call.add_transcript(Speaker.USER, "hello", 105.0)
+    assert call.last_activity_at == 105.0
+
+
+def test_a_transcript_line_is_whole_unless_marked_cut_and_keeps_its_utterance() -> None:
+    call = _call()
+    call.add_transcript(Speaker.USER, "hello", 105.0)
+    call.add_transcript(Speaker.BOT, "good morn", 106.0, cut=True, utterance_id="u-1")
+    assert call.transcript == [
+        TranscriptEntry(speaker=Speaker.USER, text="hello", at=105.0),
+        TranscriptEntry(
+            speaker=Speaker.BOT, text="good morn", at=106.0, cut=True, utterance_id="u-1"
+        ),
+    ]
+    assert call.transcript[0].cut is False
+    assert call.transcript[0].utterance_id is None
