@@ -135,3 +135,56 @@ def test_answers_prompt_for_an_unknown_prompt_is_false() -> None:
     queue = queue_of("o")
     queue.mark_started("o", 0.0)
     assert not answers_prompt(queue, "nope", heard_after="o", speech_started_at=None)
+
+
+def test_a_line_starts_once() -> None:
+    queue = queue_of("a", "b")
+    assert [u.utterance_id for u in queue.mark_started("a", 10)] == ["a"]
+    assert queue.mark_started("a", 11) == []
+    line = queue.get("a")
+    assert line is not None and line.started_at == 10
+    queue.mark_played("a", 12)
+    assert not line.start(13)
+    assert (line.state, line.started_at) == (D, 10)
+
+
+def test_news_that_a_line_started_finishes_the_earlier_ones_at_that_time() -> None:
+    queue = queue_of("a", "b", "c")
+    changed = queue.mark_started("b", 10)
+    assert [(u.utterance_id, u.state, u.ended_at) for u in changed] == [
+        ("a", D, 10),
+        ("b", P, None),
+    ]
+
+
+def test_cut_stops_that_line_and_keeps_the_rest_queued() -> None:
+    queue = queue_of("a", "b", "c", "d")
+    queue.mark_started("b", 10)
+    changed = queue.cut_at("c", 12, rest=False)
+    assert [(u.utterance_id, u.state, u.ended_at) for u in changed] == [
+        ("b", D, 12),
+        ("c", C, 12),
+    ]
+    assert states(queue) == [D, D, C, Q]
+    assert queue.cut_at("c", 13, rest=False) == []
+
+
+def test_cut_with_rest_drops_every_later_line_too() -> None:
+    queue = queue_of("a", "b", "c", "d")
+    queue.mark_started("a", 10)
+    changed = queue.cut_at("b", 12, rest=True)
+    assert [(u.utterance_id, u.state, u.ended_at) for u in changed] == [
+        ("a", D, 12),
+        ("b", C, 12),
+        ("c", C, 12),
+        ("d", C, 12),
+    ]
+    assert queue.cut_at("x", 13, rest=True) == []
+
+
+def test_index_of_an_unknown_line_is_a_key_error_naming_it() -> None:
+    queue = queue_of("a", "b")
+    assert queue.index("b") == 1
+    with pytest.raises(KeyError) as missing:
+        queue.index("zz")
+    assert missing.value.args == ("zz",)
