@@ -15,6 +15,7 @@ from voicecall.domain import signed_url
 from voicecall.domain.signed_url import (
     UrlTrustSettings,
     callback_base_url,
+    is_loopback,
     is_valid_hostname,
     reconstruct_public_url,
     twilio_url_variants,
@@ -148,3 +149,28 @@ def test_twilio_variants_public_url_without_port_adds_nothing() -> None:
         "https://example.com:8443/hook", request({"host": "127.0.0.1:3334"}), settings
     )
     assert variants == ("https://example.com:8443/hook", "https://example.com/hook")
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        pytest.param(None, False, id="none"),
+        pytest.param("", False, id="empty"),
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("LocalHost", True, id="localhost-any-case"),
+        pytest.param("127.0.0.1", True, id="ipv4"),
+        pytest.param("127.8.9.10", True, id="ipv4-anywhere-in-127"),
+        pytest.param("[::1]", True, id="ipv6"),
+        pytest.param("::ffff:127.0.0.1", True, id="ipv4-mapped"),
+        pytest.param("10.0.0.5", False, id="private"),
+        pytest.param("example.com", False, id="a-name"),
+        pytest.param("localhost.example.com", False, id="a-name-starting-localhost"),
+    ],
+)
+def test_is_loopback(address: str | None, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_settings_refuse_a_non_sequence_and_say_what_came() -> None:
+    with pytest.raises(TypeError, match=r"^expected a sequence of strings, got int$"):
+        UrlTrustSettings(trusted_proxy_ips=5)  # type: ignore[arg-type]
