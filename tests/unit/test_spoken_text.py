@@ -40,3 +40,36 @@ def test_a_word_longer_than_the_limit_is_cut_hard() -> None:
 
 def test_short_text_is_one_utterance() -> None:
     assert split_speech("Hello.") == ["Hello."]
+
+
+def test_what_is_not_text_normalises_to_nothing_and_is_refused() -> None:
+    assert normalise_speech(None) == ""
+    assert normalise_speech(42) == ""
+    with pytest.raises(EmptySpeech) as refused:
+        split_speech(None)
+    assert str(refused.value) == (
+        "the message has nothing to speak once control characters are removed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "parts"),
+    [
+        # Exactly the limit is one utterance.
+        ("abcd efghi", 10, ["abcd efghi"]),
+        # A sentence end exactly at the limit is used, not an earlier one.
+        ("abcdefgh. jk. more words", 13, ["abcdefgh. jk.", "more words"]),
+        # A sentence end at two thirds of the limit (6 of 10) is used...
+        ("abcde. fg hijk", 10, ["abcde.", "fg hijk"]),
+        # ...one before it is not: the last space is.
+        ("abcd. efg hij", 10, ["abcd. efg", "hij"]),
+        ("ab. cdefg hij", 10, ["ab. cdefg", "hij"]),
+        # A space just past the limit is out of reach: the cut is at an earlier one.
+        ("aaaaa bbbbb ccc", 10, ["aaaaa", "bbbbb ccc"]),
+        # A one-letter word before the only space is cut there, not hard.
+        ("a bbbbbbbbbbbbb", 10, ["a", "bbbbbbbbbb", "bbb"]),
+    ],
+)
+def test_split_points(text: str, limit: int, parts: list[str]) -> None:
+    assert split_speech(text, limit) == parts
+    assert all(len(part) <= limit for part in parts)
