@@ -129,3 +129,32 @@ async def test_the_caps_count_calls_placed_before_a_restart() -> None:
             await again.service.initiate(CALLEE, "two", "notify")
     finally:
         await again.service.stop()
+
+
+def test_a_number_abroad_is_refused_saying_how_to_allow_it() -> None:
+    with pytest.raises(DestinationRefused) as refused:
+        DialRules(home_country="+1").check("+447700900123")
+    assert str(refused.value) == (
+        "+447700900123 is outside fromNumber's country code +1; "
+        "name it in outbound.allowTo to dial it"
+    )
+
+
+def test_the_caps_name_themselves_and_a_call_leaves_the_window_exactly_on_time() -> None:
+    hourly = DialLedger(per_hour=1)
+    hourly.record(1000.0)
+    with pytest.raises(DestinationRefused) as refused:
+        hourly.check(4599.0)
+    assert str(refused.value) == (
+        "1 call(s) placed in the last hour, and outbound.maxCallsPerHour is 1"
+    )
+    hourly.check(4600.0)  # exactly an hour later
+    daily = DialLedger(per_day=1)
+    daily.record(1000.0)
+    with pytest.raises(DestinationRefused) as refused:
+        daily.check(87399.0)
+    assert refused.value.rule == "outbound.maxCallsPerDay"
+    assert str(refused.value) == (
+        "1 call(s) placed in the last 24 hours, and outbound.maxCallsPerDay is 1"
+    )
+    daily.check(87400.0)  # exactly a day later
