@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +94,72 @@ def test_examples() -> None:
     assert chunk_text("Call 555 0100. Thanks.") == ["Call 555 0100. ", "Thanks."]
     # A sentence that ends on an abbreviation is not cut there: better late than mid-name.
     assert chunk_text("It is 3 p.m. Then we go.") == ["It is 3 p.m. Then we go."]
+
+
+def test_every_terminator_ends_a_sentence_not_only_the_full_stop() -> None:
+    assert chunk_text("Hello! How are you? Fine\u2026 Yes.") == [
+        "Hello! ",
+        "How are you? ",
+        "Fine\u2026 ",
+        "Yes.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        # An abbreviation after an opening bracket is still an abbreviation.
+        ("Ask (Dr. Smith) now. Bye.", ["Ask (Dr. Smith) now. ", "Bye."]),
+        # So is an initial, whatever the letter.
+        ("Ask for X. Smith at the desk. Bye.", ["Ask for X. Smith at the desk. ", "Bye."]),
+        # Dotted forms of short pieces: one letter, or two.
+        ("Made in the U.S.A. today. Bye.", ["Made in the U.S.A. today. ", "Bye."]),
+        ("Flying to N.Y. tomorrow. Bye.", ["Flying to N.Y. tomorrow. ", "Bye."]),
+        ("She went to U.Va. last year. Bye.", ["She went to U.Va. last year. ", "Bye."]),
+        # Longer pieces, or an empty one, are a word that ends the sentence.
+        ("Visit www.bbc.com. Bye.", ["Visit www.bbc.com. ", "Bye."]),
+        ("The site ends in .uk. Then we go.", ["The site ends in .uk. ", "Then we go."]),
+    ],
+)
+def test_which_full_stops_end_a_sentence(text: str, chunks: list[str]) -> None:
+    assert chunk_text(text) == chunks
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        # Past twice max_chars (8) the cut is at the last space not inside a number.
+        ("word 12345 abcdefghijklmnop", ["word 12345 ", "abcdefghijklmnop"]),
+        ("abcdefghij 123456789", ["abcdefghij ", "123456789"]),
+        ("123456789 abcdefghij", ["123456789 ", "abcdefghij"]),
+        ("1234567a 1bcdefghij", ["1234567a ", "1bcdefghij"]),
+        # A space between two digits is a number read in groups: never cut there.
+        ("1 234567890123456789", ["1 234567890123456789"]),
+        ("abcdefg1 2bcdefghij", ["abcdefg1 2bcdefghij"]),
+        ("abcdefghijklmn1 2", ["abcdefghijklmn1 2"]),
+    ],
+)
+def test_a_long_run_is_cut_at_a_space_but_never_inside_a_number(
+    text: str, chunks: list[str]
+) -> None:
+    assert chunk_text(text, 8) == chunks
+
+
+def test_a_chunk_cut_at_a_clause_holds_at_most_120_characters_by_default() -> None:
+    colours = (
+        "white, blue, orange, red, green, grey, green, white, pink, red, grey, yellow, red, "
+        "green, orange, orange, green, yellow, green, grey, orange, red, pink, green, yellow, "
+        "pink, red, pink, pink, orange."
+    )
+    chunks = chunk_text(colours)
+    assert [len(chunk) for chunk in chunks] == [113, 85]
+    assert chunks[0].endswith("green, ")
+
+
+def test_flush_hands_back_the_rest_once_and_then_nothing() -> None:
+    chunker = SpeechChunker()
+    assert chunker.flush() == []
+    assert chunker.feed("Hi there") == []
+    assert chunker.flush() == ["Hi there"]
+    assert chunker.flush() == []
+    assert chunker.feed("Bye. ") == ["Bye. "]
