@@ -209,6 +209,7 @@ def test_twilio_adopted_public_url_is_the_url_checked() -> None:
 
 
 TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+TWILIO_PATH_UNENCODABLE = sigs.TWILIO_PATH + UNENCODABLE
 
 
 @pytest.mark.parametrize(
@@ -254,6 +255,13 @@ def test_twilio_bad_signature_lists_every_url_tried() -> None:
     )
 
 
+def test_twilio_a_request_the_sdk_cannot_process_is_refused() -> None:
+    # The SDK raises on text it cannot encode; verify never raises and refuses instead.
+    result = sigs.twilio().verify(sigs.twilio_request(path=TWILIO_PATH_UNENCODABLE))
+    assert result.ok is False
+    assert result.reason == "bad Twilio signature"
+
+
 def test_twilio_first_url_match_reports_only_that_url() -> None:
     result = sigs.twilio().verify(sigs.twilio_request())
     assert result.ok
@@ -276,6 +284,7 @@ def test_twilio_host_header_port_variant_is_tried() -> None:
     result = sigs.twilio(sigs.BEHIND_PROXY).verify(request)
     assert result.ok, result
     assert result.checked_urls == (TWILIO_URL, signed)
+    assert result.replay_key == f"twilio:{signature}"
 
 
 def test_twilio_empty_body_is_checked_over_the_url_alone() -> None:
