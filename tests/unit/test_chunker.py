@@ -163,3 +163,40 @@ def test_flush_hands_back_the_rest_once_and_then_nothing() -> None:
     assert chunker.flush() == ["Hi there"]
     assert chunker.flush() == []
     assert chunker.feed("Bye. ") == ["Bye. "]
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        # A sentence end behind a closing quote or bracket still ends the sentence.
+        ('She said "Yes." Then she left.', ['She said "Yes." ', "Then she left."]),
+        # A terminator at the very start of the buffer is a (short) sentence of its own.
+        ("Done. ! Next.", ["Done. ", "! ", "Next."]),
+    ],
+)
+def test_sentence_ends_behind_closers_and_at_the_start(text: str, chunks: list[str]) -> None:
+    assert chunk_text(text) == chunks
+
+
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        # A sentence cut yields at most max_chars (8) characters, its space included...
+        ("abcdef. xyz", ["abcdef. ", "xyz"]),
+        # ...so a sentence end whose space is the ninth character waits for a later cut.
+        ("abcdefg. xyz", ["abcdefg. xyz"]),
+        # Text no longer than max_chars is never cut at a clause.
+        ("ab, cdef", ["ab, cdef"]),
+        # Past max_chars, the last clause boundary within max_chars is the cut, even the
+        # last possible one or the very first.
+        ("abcdef, xyz", ["abcdef, ", "xyz"]),
+        (", abcdefgh", [", ", "abcdefgh"]),
+        # Up to twice max_chars without a sentence or clause end, nothing is cut...
+        ("abcdefg hijklmno", ["abcdefg hijklmno"]),
+        # ...past it, the last space within twice max_chars is, even the last or first one.
+        ("abcdefghijklmno pq", ["abcdefghijklmno ", "pq"]),
+        ("a bcdefghijklmnopq", ["a ", "bcdefghijklmnopq"]),
+    ],
+)
+def test_where_cuts_may_fall_relative_to_max_chars(text: str, chunks: list[str]) -> None:
+    assert chunk_text(text, 8) == chunks
