@@ -200,3 +200,12 @@ def test_sentence_ends_behind_closers_and_at_the_start(text: str, chunks: list[s
 )
 def test_where_cuts_may_fall_relative_to_max_chars(text: str, chunks: list[str]) -> None:
     assert chunk_text(text, 8) == chunks
+
+
+def test_max_chars_is_120_by_default_and_at_least_8() -> None:
+    chunker = SpeechChunker()
+    assert chunker.max_chars == 120
+    assert SpeechChunker(8).max_chars == 8
+    with pytest.raises(ValueError) as refused:
+        SpeechChunker(7)
+    assert str(refused.value) == "max_chars must be at least 8"
