@@ -302,3 +302,80 @@ async def test_a_stalled_body_loses_its_place_to_the_next_request(
         "mock webhook from 203.0.113.9: body stalled and lost its place to another request"
     ]
     await door.stop()
+
+
+# ------------------------------------------------------------------------------ more refusal lines
+
+
+async def test_a_request_with_no_client_address_is_logged_as_an_unknown_peer(
+    twilio_app: tuple[Door, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, app = twilio_app
+    caplog.set_level(logging.INFO, logger="voicecall")
+    scope = http_scope("/myapp.php", FORM, b"CallSid=CA1", client=None)
+    assert await asgi_post(app, scope, b"CallSid=CA1") == (401, b"missing signature")
+    assert refusal_lines(caplog) == [
+        "refused twilio webhook from unknown peer: no signature headers"
+    ]
+
+
+async def test_an_admission_refusal_is_logged_naming_the_client_and_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    admission = Admission(per_peer=0, queue_wait_s=0.01)
+    door = await Door(tmp_path, "mock", None, {}, admission=admission).start()
+    caplog.set_level(logging.INFO, logger="voicecall")
+    refused = await door.post("/voice/webhook", b'{"events": []}')
+    assert (refused.status_code, refused.content) == (429, b"too many concurrent requests")
+    assert refusal_lines(caplog) == [
+        "webhook refused for 203.0.113.9: too many concurrent requests"
+    ]
+    await door.stop()
+
+
+async def test_refusals_without_signatures_are_logged_per_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    door = await open_door(
+        tmp_path,
+        "twilio",
+        twilio_verifier(),
+        peer="127.0.0.1",
+        webhookSecurity={"trustForwardingHeaders": True, "trustedProxyIPs": ["127.0.0.1"]},
+        **TWILIO_PUBLIC,
+    )
+    caplog.set_level(logging.INFO, logger="voicecall")
+    for client in ("198.51.100.7", "198.51.100.8", "198.51.100.7"):
+        headers = {**FORM, "X-Forwarded-For": client}
+        assert (await door.post("/myapp.php", b"CallSid=CA1", headers)).status_code == 401
+    assert refusal_lines(caplog) == [
+        "refused twilio webhook from 198.51.100.7: no signature headers",
+        "refused twilio webhook from 198.51.100.8: no signature headers",
+    ]
+    await door.stop()
+
+
+async def test_one_kind_of_refusal_does_not_hide_another_from_the_same_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    door = await open_door(
+        tmp_path, "twilio", twilio_verifier(), body_timeout_s=0.2, **TWILIO_PUBLIC
+    )
+    assert door.client is not None
+    caplog.set_level(logging.INFO, logger="voicecall")
+    assert (await door.post("/myapp.php", b"CallSid=CA1", FORM)).status_code == 401
+    release = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"CallSid="
+        await release.wait()
+
+    headers = {**FORM, "X-Twilio-Signature": "AAAA"}
+    stalled = await door.client.post("/myapp.php", content=stalls(), headers=headers)
+    release.set()
+    assert stalled.status_code == 408
+    assert refusal_lines(caplog) == [
+        "refused twilio webhook from 203.0.113.9: no signature headers",
+        "twilio webhook from 203.0.113.9: body stalled and timed out",
+    ]
+    await door.stop()
