@@ -379,3 +379,20 @@ async def test_one_kind_of_refusal_does_not_hide_another_from_the_same_client(
         "twilio webhook from 203.0.113.9: body stalled and timed out",
     ]
     await door.stop()
+
+
+async def test_admission_refusals_are_logged_per_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    admission = Admission(per_peer=0, queue_wait_s=0.01)
+    trust = {"webhookSecurity": {"trustForwardingHeaders": True, "trustedProxyIPs": ["127.0.0.1"]}}
+    door = await Door(tmp_path, "mock", None, trust, peer="127.0.0.1", admission=admission).start()
+    caplog.set_level(logging.INFO, logger="voicecall")
+    for client in ("198.51.100.7", "198.51.100.8", "198.51.100.7"):
+        answer = await door.post("/voice/webhook", b"{}", {"X-Forwarded-For": client})
+        assert answer.status_code == 429
+    assert refusal_lines(caplog) == [
+        "webhook refused for 198.51.100.7: too many concurrent requests",
+        "webhook refused for 198.51.100.8: too many concurrent requests",
+    ]
+    await door.stop()
