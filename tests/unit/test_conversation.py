@@ -171,14 +171,23 @@ def test_the_system_prompt_counts_against_the_budget() -> None:
     fitted = fit_budget(SYSTEM, BOOKING, 45)
     assert fitted[0] == SYSTEM
     assert fitted[1].role is Role.SYSTEM and fitted[1].content.startswith("Earlier in this call")
-    assert fitted[2:] == BOOKING[-2:]
+    assert fitted[2:] == BOOKING[-1:]
     assert _total(fitted) == 45
 
 
 def test_the_oldest_turns_go_first_when_the_note_needs_room() -> None:
-    # At 45 the note (24 tokens) leaves room for exactly the two latest turns.
-    assert fit_budget(SYSTEM, BOOKING, 45)[2:] == BOOKING[4:]
-    assert fit_budget(SYSTEM, BOOKING, 44)[2:] == BOOKING[5:]
+    # At 45 the note, which grows with each turn it speaks for, leaves room for the latest.
+    assert fit_budget(SYSTEM, BOOKING, 45)[2:] == BOOKING[5:]
+    assert fit_budget(SYSTEM, BOOKING, 44)[2:] == []
+
+
+def test_the_note_speaks_for_every_turn_dropped_to_make_room_for_it() -> None:
+    # Regression: turns dropped to fit the note itself were neither counted nor summarised.
+    fitted = fit_budget(SYSTEM, BOOKING, 45)
+    kept = len(fitted) - 2
+    note = fitted[1].content
+    assert note.startswith(NOTE_HEAD.format(len(BOOKING) - kept))
+    assert note.endswith("need a table; Two people; Seven tonight")
 
 
 LONG_LINE = ChatMessage(Role.ASSISTANT, "Let me read you the whole menu. " * 6)  # 52 tokens
@@ -205,8 +214,10 @@ def test_the_note_has_nothing_of_note_when_the_caller_said_nothing_dropped() -> 
 
 
 def _dropping(first_words: str, budget: int) -> str:
-    """The note's text when ``first_words`` (a caller's turn) is the one turn dropped."""
-    # The latest turn leaves four tokens of the budget: too few for the caller's words.
+    """The note's text when ``first_words`` (a caller's turn) is dropped, and the long turn
+    after it too, to make room for the note."""
+    # The latest turn leaves four tokens of the budget: too few for the caller's words, and
+    # too few for the note, so it goes as well.
     later = [ChatMessage(Role.ASSISTANT, "y" * (4 * (budget - 14)))]
     fitted = fit_budget(SYSTEM, [ChatMessage(Role.USER, first_words), *later], budget)
     assert fitted[1].role is Role.SYSTEM
@@ -214,7 +225,7 @@ def _dropping(first_words: str, budget: int) -> str:
 
 
 def test_the_note_keeps_at_most_an_eighth_of_the_budget_of_the_callers_words() -> None:
-    head = NOTE_HEAD.format(1)
+    head = NOTE_HEAD.format(2)
     # Small budgets allow 40 characters.
     forty = "".join(chr(ord("a") + n % 26) for n in range(40))
     assert _dropping(forty, 60) == head + forty

@@ -147,23 +147,28 @@ def fit_budget(
         kept.append(message)
         remaining -= cost
     kept.reverse()
-    dropped = list(turns[: len(turns) - len(kept)])
-    if not dropped:
+    if len(kept) == len(turns):
         return [system, *kept]
-    said = [m.content for m in dropped if m.role is Role.USER]
-    # The note itself must fit: it takes at most an eighth of the budget.
+    # The note itself must fit: it takes at most an eighth of the budget. Making room for it
+    # may drop more turns, and the note must then speak for those too.
     limit = max(budget_tokens * _CHARS_PER_TOKEN // 8, 40)
-    summary = "; ".join(said)
+    while True:
+        note = _dropped_note(turns[: len(turns) - len(kept)], limit)
+        if not kept or sum(map(estimate_tokens, [system, note, *kept])) <= budget_tokens:
+            return [system, note, *kept]
+        kept.pop(0)
+
+
+def _dropped_note(dropped: Sequence[ChatMessage], limit: int) -> ChatMessage:
+    """One short note for the turns left out: how many, and what the caller said in them."""
+    summary = "; ".join(m.content for m in dropped if m.role is Role.USER)
     if len(summary) > limit:
         summary = "…" + summary[-limit:]
-    note = ChatMessage(
+    return ChatMessage(
         Role.SYSTEM,
         f"Earlier in this call ({len(dropped)} older messages left out), the caller said: "
         f"{summary or 'nothing of note'}",
     )
-    while kept and sum(map(estimate_tokens, [system, note, *kept])) > budget_tokens:
-        kept.pop(0)
-    return [system, note, *kept]
 
 
 def time_of_day(hour: int) -> str:
