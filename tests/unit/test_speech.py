@@ -188,3 +188,17 @@ def test_index_of_an_unknown_line_is_a_key_error_naming_it() -> None:
     with pytest.raises(KeyError) as missing:
         queue.index("zz")
     assert missing.value.args == ("zz",)
+
+
+def test_playing_is_the_line_heard_now_and_last_played_the_latest_heard_whole() -> None:
+    queue = SpeechQueue()
+    for uid in ("a", "b", "c", "d"):
+        queue.enqueue(uid, uid.upper(), at=0.0)
+    assert queue.playing is None and queue.last_played is None
+    queue.mark_played("b", at=2.0)  # "a" before it was heard whole too
+    queue.mark_started("c", at=2.0)
+    assert queue.playing is not None and queue.playing.utterance_id == "c"
+    assert queue.last_played is not None and queue.last_played.utterance_id == "b"
+    queue.cut_at("c", at=3.0, rest=True)  # a cut line was not heard whole
+    assert queue.playing is None
+    assert queue.last_played.utterance_id == "b"

@@ -121,7 +121,15 @@ class SpeechQueue:
 
     @property
     def playing(self) -> Utterance | None:
+        """The line being heard now; at most one (a line starting finishes those before)."""
         return next((u for u in self.utterances if u.state is UtteranceState.PLAYING), None)
+
+    @property
+    def last_played(self) -> Utterance | None:
+        """The line most recently heard whole."""
+        return next(
+            (u for u in reversed(self.utterances) if u.state is UtteranceState.PLAYED), None
+        )
 
     @property
     def pending(self) -> list[Utterance]:

@@ -1213,10 +1213,10 @@ class CallService:
         if call.state.is_connected and call.answered_at is not None:
             remaining = call.answered_at + self.settings.max_duration_s - now
             self._arm_max_duration(call, runtime, remaining)
-            played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
-            if _is_notify(call) and call.speech.idle and played:
+            played = call.speech.last_played
+            if _is_notify(call) and call.speech.idle and played is not None:
                 # The message was heard before the crash: the hold runs from that moment.
-                last = played[-1].ended_at or now
+                last = played.ended_at or now
                 delay = last + self.settings.outbound.notify_hangup_delay_sec - now
                 self._arm_notify_hangup(call, runtime, delay)
             runtime.ready.set()

@@ -62,7 +62,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback, UtteranceState
+from voicecall.domain.speech import AfterSpeech, Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 from . import documents
@@ -454,9 +454,9 @@ class PlivoTelephony:
         or listening, and a new line makes Plivo fetch at once.
         """
         line = self._line_for(call)
-        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
-        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
-        waiting = [spoken for spoken in pending.lines if spoken.utterance_id not in playing]
+        playing, played = call.speech.playing, call.speech.last_played
+        playing_id = playing.utterance_id if playing is not None else None
+        waiting = [spoken for spoken in pending.lines if spoken.utterance_id != playing_id]
         line.queue = [
             _Queued(
                 spoken.utterance_id,
@@ -467,11 +467,8 @@ class PlivoTelephony:
             )
             for position, spoken in enumerate(waiting)
         ]
-        started = [
-            spoken.utterance_id for spoken in pending.lines if spoken.utterance_id in playing
-        ]
-        line.unconfirmed = started[-1] if started else None
-        line.last_line = line.unconfirmed or (played[-1].utterance_id if played else None)
+        line.unconfirmed = playing_id
+        line.last_line = playing_id or (played.utterance_id if played is not None else None)
         line.after, line.hold_s = pending.then, pending.hangup_after_s
         line.listen_open = pending.then is AfterSpeech.LISTEN
 

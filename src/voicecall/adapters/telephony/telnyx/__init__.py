@@ -62,7 +62,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback, UtteranceState
+from voicecall.domain.speech import AfterSpeech, Playback
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -330,14 +330,13 @@ class TelnyxTelephony:
         """
         if not call.provider_call_id:
             return
-        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
-        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
+        playing, played = call.speech.playing, call.speech.last_played
         leg = self._ledger.leg(call.provider_call_id)
         leg.direction = call.direction
         leg.sent = [line.utterance_id for line in pending.lines]
-        leg.started = sum(1 for line in pending.lines if line.utterance_id in playing)
+        leg.started = 1 if playing is not None else 0  # its speak.started was read
         leg.ended = 0
-        leg.last_played = played[-1].utterance_id if played else None
+        leg.last_played = played.utterance_id if played is not None else None
 
     def webhook_response(self, request: WebhookRequest, calls: Sequence[Call]) -> WebhookResponse:
         # Call Control drives the call through REST; the webhook only needs a quick 2xx.

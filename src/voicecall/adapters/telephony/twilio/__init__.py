@@ -49,7 +49,7 @@ from voicecall.domain.ports import (
     StreamRequest,
 )
 from voicecall.domain.signed_url import Verification
-from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine, UtteranceState
+from voicecall.domain.speech import AfterSpeech, Playback, SpokenLine
 from voicecall.domain.webhook import WebhookRequest, WebhookResponse
 
 __all__ = [
@@ -438,14 +438,11 @@ class TwilioTelephony:
         if not sid:
             return
         program = self._program(sid, call.call_id)
-        playing = {u.utterance_id for u in call.speech if u.state is UtteranceState.PLAYING}
-        played = [u for u in call.speech if u.state is UtteranceState.PLAYED]
-        started = [line.utterance_id for line in pending.lines if line.utterance_id in playing]
-        program.pending = [line for line in pending.lines if line.utterance_id not in playing]
+        playing, played = call.speech.playing, call.speech.last_played
+        playing_id = playing.utterance_id if playing is not None else None
+        program.pending = [line for line in pending.lines if line.utterance_id != playing_id]
         program.after, program.hold_s = pending.then, pending.hangup_after_s
-        program.last_line = (
-            started[-1] if started else (played[-1].utterance_id if played else None)
-        )
+        program.last_line = playing_id or (played.utterance_id if played is not None else None)
         program.busy = bool(pending.lines)
 
     async def aclose(self) -> None:
