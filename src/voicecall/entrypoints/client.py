@@ -149,12 +149,7 @@ def _request_head(host: str, length: int, token: str | None) -> bytes:
 
 def _read_response(connection: socket.socket) -> tuple[int, bytes]:
     """Status and body of the one response (RFC 9112: Content-Length, chunked, or to close)."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise _BadResponse("the connection closed before the response headers")
-        buffer += chunk
+    buffer = _recv_until(connection, b"", b"\r\n\r\n", "before the response headers")
     head, _, body = buffer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
@@ -168,25 +163,29 @@ def _read_response(connection: socket.socket) -> tuple[int, bytes]:
         return int(parts[1]), _dechunk(connection, body)
     length = headers.get("content-length")
     if length is not None and length.isdigit():
-        while len(body) < int(length):
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise _BadResponse("the connection closed mid-body")
-            body += chunk
-        return int(parts[1]), body[: int(length)]
+        size = int(length)
+        body = _recv_until(connection, body, size, "mid-body")
+        return int(parts[1]), body[:size]
     while chunk := connection.recv(65536):
         body += chunk
     return int(parts[1]), body
 
 
+def _recv_until(connection: socket.socket, buffer: bytes, until: int | bytes, where: str) -> bytes:
+    """``buffer`` and what follows it on ``connection``, until it holds ``until`` bytes (an
+    int) or the ``until`` marker (bytes)."""
+    while (len(buffer) < until) if isinstance(until, int) else (until not in buffer):
+        more = connection.recv(65536)
+        if not more:
+            raise _BadResponse(f"the connection closed {where}")
+        buffer += more
+    return buffer
+
+
 def _dechunk(connection: socket.socket, buffer: bytes) -> bytes:
     body = b""
     while True:
-        while b"\r\n" not in buffer:
-            more = connection.recv(65536)
-            if not more:
-                raise _BadResponse("the connection closed mid-chunk")
-            buffer += more
+        buffer = _recv_until(connection, buffer, b"\r\n", "mid-chunk")
         size_line, _, buffer = buffer.partition(b"\r\n")
         try:
             size = int(size_line.split(b";", 1)[0].strip(), 16)
@@ -194,11 +193,7 @@ def _dechunk(connection: socket.socket, buffer: bytes) -> bytes:
             raise _BadResponse("a malformed chunk size") from None
         if size == 0:
             return body
-        while len(buffer) < size + 2:
-            more = connection.recv(65536)
-            if not more:
-                raise _BadResponse("the connection closed mid-chunk")
-            buffer += more
+        buffer = _recv_until(connection, buffer, size + 2, "mid-chunk")
         body += buffer[:size]
         buffer = buffer[size + 2 :]
 
